@@ -1,0 +1,72 @@
+"""The exported SavedModel: raw image bytes in, class probabilities and names out.
+
+Two signatures share one path (transform graph -> model -> probabilities):
+
+    serving_default  image_bytes: tf.string [N] (JPEG, PNG, GIF, BMP)
+                     -> probabilities [N, C], class_id [N], class_name [N]
+    from_examples    examples: serialized tf.Examples as ImageExampleGen writes them
+                     -> probabilities [N, C]        (what the Evaluator calls)
+
+The transform graph is Transform's own output, so serving decodes and scales exactly as
+training did. Bytes that cannot be decoded make the call fail with InvalidArgumentError.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+
+from components.features import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from components.model import probabilities
+
+SERVING_SIGNATURE = 'serving_default'
+EXAMPLES_SIGNATURE = 'from_examples'
+PROBABILITIES_KEY = 'probabilities'
+
+
+class _ServingModule(tf.Module):
+    """Holds the model, the transform layer and the class names so all are saved together."""
+
+    def __init__(self, model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
+                 class_names: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        # A variable (not a constant) so the names are saved and readable after loading.
+        self.class_names = tf.Variable(list(class_names), trainable=False, name='class_names')
+        self._num_classes = len(class_names)
+        raw_spec = tf_transform_output.raw_feature_spec()
+        raw_spec.pop(LABEL_KEY, None)
+        self._raw_spec = raw_spec
+
+    def _probabilities(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+        transformed = self.tft_layer(raw_features)
+        logits = self.model(transformed[TRANSFORMED_IMAGE_KEY], training=False)
+        return probabilities(logits, self._num_classes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+    def serve_image_bytes(self, image_bytes):
+        probs = self._probabilities({IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+        class_id = tf.argmax(probs, axis=-1)
+        return {
+            PROBABILITIES_KEY: probs,
+            'class_id': class_id,
+            'class_name': tf.gather(self.class_names, class_id),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    def serve_examples(self, serialized_examples):
+        parsed = tf.io.parse_example(serialized_examples, self._raw_spec)
+        return {PROBABILITIES_KEY: self._probabilities(parsed)}
+
+
+def export(model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
+           class_names: Sequence[str], export_dir: str) -> None:
+    module = _ServingModule(model, tf_transform_output, class_names)
+    signatures = {
+        SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
+        EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)

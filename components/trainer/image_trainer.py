@@ -1,0 +1,130 @@
+"""The Trainer's `run_fn`: the two-phase transfer-learning recipe on the pipeline's data.
+
+This file is TFX's Trainer module file. TFX packages every .py file of this folder into the
+component's cache key, so the folder holds nothing else; the code it calls lives in the
+installed `components` package, whose fingerprint the pipeline adds to `custom_config`.
+
+The Trainer reads the raw examples and applies Transform's graph in its input pipeline
+(the same graph the exported model embeds), so decoded float images are never written to
+disk: 160 px float32 images would take ~300 KB each.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import List
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components import class_names as class_names_lib
+from components import model as model_lib
+from components import serving
+from components.features import LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from pipeline.config import TrainingConfig
+
+# TFX imports this file as a top-level module; name the logger after the package it belongs to.
+logger = logging.getLogger('components.trainer')
+
+HISTORY_FILE = 'history.json'
+_SHUFFLE_BUFFER = 1024
+_CALIBRATION_IMAGES = 256
+
+
+def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tf_transform_output: tft.TFTransformOutput,
+             params: TrainingConfig, binary: bool, shuffle: bool) -> tf.data.Dataset:
+    """(image, label) batches: raw examples -> transform graph, one pass per epoch."""
+    raw = fn_args.data_accessor.tf_dataset_factory(
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=params.batch_size, num_epochs=1, shuffle=shuffle,
+                                       shuffle_seed=params.seed, shuffle_buffer_size=_SHUFFLE_BUFFER,
+                                       drop_final_batch=False),
+        tf_transform_output.raw_metadata.schema)
+    transform_layer = tf_transform_output.transform_features_layer()
+
+    def transform(raw_features):
+        transformed = transform_layer(raw_features)
+        label = transformed[LABEL_KEY]
+        return transformed[TRANSFORMED_IMAGE_KEY], tf.cast(label, tf.float32) if binary else label
+
+    return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class _EpochLog(tf_keras.callbacks.Callback):
+    """One log line per epoch (Keras' own progress output bypasses logging)."""
+
+    def __init__(self, phase: str, total_epochs: int):
+        super().__init__()
+        self._phase = phase
+        self._total = total_epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = ' '.join(f'{key} {value:.4f}' for key, value in sorted((logs or {}).items()))
+        logger.info('epoch %d/%d (%s): %s', epoch + 1, self._total, self._phase, metrics)
+
+
+def _calibration_images(dataset: tf.data.Dataset) -> tf.Tensor:
+    batches = []
+    count = 0
+    for images, _ in dataset:
+        batches.append(images)
+        count += int(images.shape[0])
+        if count >= _CALIBRATION_IMAGES:
+            break
+    return tf.concat(batches, axis=0)[:_CALIBRATION_IMAGES]
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    params = TrainingConfig(**{key: fn_args.custom_config[key] for key in TrainingConfig.model_fields})
+    tf_keras.utils.set_random_seed(params.seed)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    names = class_names_lib.read(class_names_lib.examples_uri_of_split_files(fn_args.train_files[0]))
+    logger.info('Training on %d classes: %s', len(names), ', '.join(names))
+
+    classifier = model_lib.build_classifier(params, len(names))
+    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, params, classifier.binary, True)
+    validation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, params, classifier.binary, False)
+    if params.weights == 'none':
+        logger.warning('weights: none: the backbone is randomly initialised, so this is not transfer '
+                       'learning and accuracy will be low; use it to test the pipeline only.')
+        model_lib.calibrate_batchnorm(classifier.base, _calibration_images(train))
+
+    tensorboard = tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
+    total_epochs = params.head_epochs + params.fine_tune_epochs
+    history = {}
+    epochs = 0
+    if params.head_epochs:
+        model_lib.compile_for_head(classifier, params)
+        trainable, frozen = model_lib.trainable_counts(classifier.model)
+        logger.info('Phase 1: training the head for %d epochs (%d trainable, %d frozen parameters)',
+                    params.head_epochs, trainable, frozen)
+        epochs = params.head_epochs
+        result = classifier.model.fit(train, validation_data=validation, epochs=epochs, verbose=0,
+                                      callbacks=[tensorboard, _EpochLog('head', total_epochs)])
+        _extend(history, result.history)
+    if params.fine_tune_epochs:
+        model_lib.compile_for_fine_tuning(classifier, params)
+        trainable, frozen = model_lib.trainable_counts(classifier.model)
+        logger.info('Phase 2: fine-tuning base layers %d+ for %d epochs (%d trainable, %d frozen parameters)',
+                    params.fine_tune_at, params.fine_tune_epochs, trainable, frozen)
+        result = classifier.model.fit(train, validation_data=validation, initial_epoch=epochs,
+                                      epochs=total_epochs, verbose=0,
+                                      callbacks=[tensorboard, _EpochLog('fine-tuning', total_epochs)])
+        _extend(history, result.history)
+
+    serving.export(classifier.model, tf_transform_output, names, fn_args.serving_model_dir)
+    summary = {'class_names': names, 'fine_tune_start_epoch': params.head_epochs,
+               'history': history, 'params': params.model_dump()}
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as f:
+        json.dump(summary, f, indent=1)
+    final = {key: values[-1] for key, values in history.items()}
+    logger.info('Trained: %s', ', '.join(f'{k} {v:.4f}' for k, v in sorted(final.items())))
+
+
+def _extend(history: dict, new: dict) -> None:
+    for key, values in new.items():
+        history.setdefault(key, []).extend(float(v) for v in values)

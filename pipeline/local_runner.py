@@ -1,0 +1,150 @@
+"""Runs the pipeline on this machine with TFX's LocalDagRunner (Beam DirectRunner, SQLite MLMD).
+
+    python -m pipeline.local_runner --config pipeline/config.yaml [--set key=value ...]
+
+This file is also the pipeline file the `tfx` CLI is given (`--pipeline_path`); the CLI runs
+it without arguments, so it then reads the config named by $PIPELINE_CONFIG.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Optional, Sequence
+
+from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
+from pipeline.config import ConfigError, PipelineConfig, load_config
+
+logger = logging.getLogger('pipeline.local_runner')
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config key; repeatable')
+    parser.add_argument('--verbose', action='store_true', help='show the full TFX log on the console')
+    return parser.parse_args(argv)
+
+
+def _running_under_tfx_cli_compile() -> bool:
+    """`tfx pipeline create` runs this file with LocalDagRunner.run patched to only record the pipeline."""
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    return hasattr(LocalDagRunner.run, '__wrapped__')
+
+
+def run(config: PipelineConfig, verbose: bool = False) -> bool:
+    """Runs the whole pipeline; returns whether a model was pushed in this run."""
+    log_file = run_logging.configure(os.path.join(config.output_dir, 'logs'), verbose)
+    with _run_environment(config.output_dir):
+        from components.backbones import WeightsUnavailableError, resolve_weights
+        from pipeline import run_summary
+        from pipeline.tfx_pipeline import create_pipeline
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+        try:
+            resolve_weights(config.training())  # fail now, not after an hour of data processing
+        except WeightsUnavailableError as error:
+            logger.error('%s', error)
+            raise SystemExit(2) from None
+        if _running_under_tfx_cli_compile():
+            LocalDagRunner().run(create_pipeline(config))
+            return False
+        logger.info('Running pipeline %s on %s (full log: %s)', config.pipeline_name, config.data_root, log_file)
+        started = time.time()
+        pipeline = create_pipeline(config)
+        with _output_to(log_file):
+            _package_module_files(pipeline)
+        try:
+            LocalDagRunner().run(pipeline)
+        finally:
+            summary = run_summary.latest_run(config)
+            if summary:
+                logger.info('%s', run_summary.format_summary(summary))
+        logger.info('Finished in %.0f s. Full log: %s', time.time() - started, log_file)
+        return bool(summary and summary.pushed_version)
+
+
+def _package_module_files(pipeline) -> None:
+    """Builds the wheels of the Transform and Trainer module files, as LocalDagRunner.run would.
+
+    Done here so the setuptools output of those builds can go to the log file: TFX runs them
+    as child processes that write straight to the terminal.
+    """
+    from tfx.dsl.components.base.base_component import BaseComponent
+    for component in pipeline.components:
+        if isinstance(component, BaseComponent):
+            component._resolve_pip_dependencies(pipeline.pipeline_info.pipeline_root)  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _output_to(log_file):
+    """Sends this process's stdout and stderr, child processes included, to log_file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_file, 'a') as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+@contextlib.contextmanager
+def _run_environment(output_dir: str):
+    """A private temp folder, removed afterwards, and quiet pip for the duration of a run.
+
+    Beam and TFX leave temporary files behind (TFX builds and pip-installs a wheel of each
+    module file), so they all go to one folder that is deleted when the run ends.
+    """
+    base = os.path.join(output_dir, 'tmp') if '://' not in output_dir else None
+    if base:
+        os.makedirs(base, exist_ok=True)
+    path = tempfile.mkdtemp(prefix='run-', dir=base)
+    saved_env = {key: os.environ.get(key) for key in ('TMPDIR', 'PIP_QUIET')}
+    saved_tempdir = tempfile.tempdir
+    os.environ['TMPDIR'] = path  # for Beam workers and other child processes
+    os.environ['PIP_QUIET'] = '1'
+    tempfile.tempdir = path
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        run(config, verbose=args.verbose)
+    except Exception as error:  # noqa: BLE001  (a failed component: say which, keep the traceback in the log)
+        logging.getLogger('traceback').info('pipeline failed', exc_info=True)  # log file only
+        logger.error('Pipeline failed: %s: %s', type(error).__name__, error)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""What happened in a pipeline run, read back from ML Metadata.
+
+    python -m pipeline.run_summary --config pipeline/config.yaml
+
+prints, for the latest run: each component and whether it ran, was reused from cache or
+failed; the test accuracy against the gate (and the baseline, when there was one); whether
+the model was blessed; and where it was pushed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Dict, List, Optional
+
+from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
+from pipeline.config import ConfigError, PipelineConfig, load_config
+
+_STATE_NAMES = {1: 'new', 2: 'running', 3: 'ran', 4: 'failed', 5: 'reused (cache)', 6: 'canceled'}
+
+
+@dataclasses.dataclass
+class NodeResult:
+    node_id: str
+    state: str
+    seconds: float
+
+
+@dataclasses.dataclass
+class RunSummary:
+    run_id: str
+    nodes: List[NodeResult]
+    accuracy: Optional[float] = None
+    baseline_accuracy: Optional[float] = None
+    blessed: Optional[bool] = None
+    gate_failures: List[str] = dataclasses.field(default_factory=list)
+    pushed_version: Optional[str] = None
+    pushed_destination: Optional[str] = None
+    model_uri: Optional[str] = None
+
+
+def _store(config: PipelineConfig):
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+    return metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(config.metadata_path))
+
+
+def latest_run(config: PipelineConfig) -> Optional[RunSummary]:
+    """The summary of the newest run of config.pipeline_name, or None if there is none."""
+    if '://' not in config.metadata_path and not os.path.exists(config.metadata_path):
+        return None
+    store = _store(config)
+    runs = [c for c in store.get_contexts_by_type('pipeline_run')
+            if any(p.name == config.pipeline_name for p in store.get_parent_contexts_by_context(c.id))]
+    if not runs:
+        return None
+    run = max(runs, key=lambda c: c.create_time_since_epoch)
+    run_executions = {e.id: e for e in store.get_executions_by_context(run.id)}
+    node_prefix = config.pipeline_name + '.'
+    nodes = []
+    for node in sorted(store.get_contexts_by_type('node'), key=lambda c: c.id):
+        if not node.name.startswith(node_prefix):
+            continue
+        for execution in store.get_executions_by_context(node.id):
+            if execution.id in run_executions:
+                seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+                nodes.append(NodeResult(node.name[len(node_prefix):],
+                                        _STATE_NAMES.get(execution.last_known_state, '?'), seconds))
+    summary = RunSummary(run_id=run.name, nodes=nodes)
+    _add_outputs(store, list(run_executions), summary)
+    return summary
+
+
+def _outputs_by_type(store, execution_ids: List[int]) -> Dict[str, list]:
+    events = store.get_events_by_execution_ids(execution_ids)
+    output_ids = [e.artifact_id for e in events if e.type == e.OUTPUT]
+    artifacts = store.get_artifacts_by_id(output_ids)
+    types = {t.id: t.name for t in store.get_artifact_types_by_id(list({a.type_id for a in artifacts}))}
+    by_type: Dict[str, list] = {}
+    for artifact in artifacts:
+        by_type.setdefault(types[artifact.type_id], []).append(artifact)
+    return by_type
+
+
+def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
+    outputs = _outputs_by_type(store, execution_ids)
+    for blessing in outputs.get('ModelBlessing', []):
+        summary.blessed = bool(blessing.custom_properties['blessed'].int_value)
+    for model in outputs.get('Model', []):
+        summary.model_uri = model.uri
+    for pushed in outputs.get('PushedModel', []):
+        if pushed.custom_properties['pushed'].int_value:
+            summary.pushed_version = pushed.custom_properties['pushed_version'].string_value
+            summary.pushed_destination = pushed.custom_properties['pushed_destination'].string_value
+    for evaluation in outputs.get('ModelEvaluation', []):
+        _add_evaluation(evaluation.uri, summary)
+
+
+def _add_evaluation(uri: str, summary: RunSummary) -> None:
+    import tensorflow_model_analysis as tfma
+    from components.gate import ACCURACY_METRIC
+    # TFMA's reader uses a deprecated TensorFlow API and says so on every call.
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
+    for metrics in tfma.load_metrics(uri):
+        if metrics.slice_key.single_slice_keys:
+            continue  # only the overall slice
+        for key_and_value in metrics.metric_keys_and_values:
+            if key_and_value.key.name != ACCURACY_METRIC:
+                continue
+            value = key_and_value.value.double_value.value
+            if key_and_value.key.is_diff:
+                continue
+            if key_and_value.key.model_name == 'baseline':
+                summary.baseline_accuracy = value
+            else:
+                summary.accuracy = value
+    validation = tfma.load_validation_result(uri)
+    for per_slice in validation.metric_validations_per_slice:
+        summary.gate_failures.extend(_describe_failure(f) for f in per_slice.failures)
+
+
+def _describe_failure(failure) -> str:
+    """One sentence per failed threshold, in the config's terms."""
+    name = failure.metric_key.name
+    value = failure.metric_value.double_value.value
+    threshold = failure.metric_threshold
+    if failure.metric_key.is_diff:
+        allowed = -threshold.change_threshold.absolute.value
+        return (f'{name} changed by {value:+.4f} against the last blessed model; '
+                f'allowed drop: {max(allowed, 0):.4f} (max_accuracy_drop)')
+    if threshold.value_threshold.HasField('lower_bound'):
+        return (f'{name} {value:.4f} is below {threshold.value_threshold.lower_bound.value:.4f} '
+                f'(min_accuracy)')
+    return failure.message or f'{name} {value:.4f} failed its threshold'
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = [f'Run {summary.run_id}:']
+    for node in summary.nodes:
+        lines.append(f'  {node.node_id:<32} {node.state:<15} {node.seconds:7.1f} s')
+    if summary.accuracy is not None:
+        line = f'  test accuracy {summary.accuracy:.4f}'
+        if summary.baseline_accuracy is not None:
+            line += f' (last blessed model: {summary.baseline_accuracy:.4f})'
+        lines.append(line)
+    if summary.blessed is not None:
+        lines.append('  gate: ' + ('passed, model blessed' if summary.blessed else 'FAILED, model not blessed'))
+        lines.extend(f'    {failure}' for failure in summary.gate_failures)
+    if summary.pushed_destination:
+        lines.append(f'  pushed: {summary.pushed_destination}')
+    elif summary.blessed is not None:
+        lines.append('  pushed: nothing (the serving directory is unchanged)')
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    summary = latest_run(config)
+    if summary is None:
+        print(f'No run of {config.pipeline_name} recorded in {config.metadata_path}')
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

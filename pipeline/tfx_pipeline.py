@@ -1,0 +1,146 @@
+"""`create_pipeline`: every TFX component of the pipeline, wired top to bottom.
+
+    ImageExampleGen -> StatisticsGen
+    ImportSchemaGen (schemas/schema.pbtxt)
+    Transform (decode, resize, backbone scaling; graph only, applied by Trainer and serving)
+    Trainer (frozen backbone + head, then fine-tuning)
+    Resolver (latest blessed model) -> Evaluator (test split, gate) -> Pusher (only if blessed)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.proto import transform_pb2
+
+from components import gate
+from components.image_example_gen import ImageExampleGen
+from pipeline.config import PipelineConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPONENTS_DIR = REPO_ROOT / 'components'
+TRANSFORM_MODULE = COMPONENTS_DIR / 'transform' / 'image_preprocessing.py'
+TRAINER_MODULE = COMPONENTS_DIR / 'trainer' / 'image_trainer.py'
+SCHEMA_FILE = REPO_ROOT / 'schemas' / 'schema.pbtxt'
+CONFIG_MODULE = REPO_ROOT / 'pipeline' / 'config.py'
+
+# Beam flags that make TFX skip packaging itself into a temporary sdist for every Beam
+# component (~50 MB left in the temp directory each time, and seconds of work): any one of
+# them tells TFX that the workers already have their dependencies.
+_BEAM_DEPENDENCY_FLAGS = ('--extra_package', '--extra_packages', '--setup_file', '--requirements_file',
+                          '--sdk_container_image', '--worker_harness_container_image')
+
+
+def code_fingerprint() -> str:
+    """sha256 of the code the Transform and Trainer modules import.
+
+    TFX only fingerprints the module files' own folders; adding this to their custom_config
+    makes a change anywhere in components/ (or in the config model) re-run them instead of
+    reusing a stale cached result.
+    """
+    digest = hashlib.sha256()
+    files = sorted(COMPONENTS_DIR.rglob('*.py')) + [CONFIG_MODULE]
+    for path in files:
+        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def staged_schema_file(config: PipelineConfig) -> str:
+    """Copies the schema to a content-addressed path under pipeline_root.
+
+    ImportSchemaGen's cache key is the path of the schema file, not its content, so an edited
+    schema would otherwise be ignored in favour of the cached one.
+    """
+    content = SCHEMA_FILE.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    staged = os.path.join(config.pipeline_root, '_schemas', digest, SCHEMA_FILE.name)
+    if not tf.io.gfile.exists(staged):
+        tf.io.gfile.makedirs(os.path.dirname(staged))
+        tf.io.gfile.copy(str(SCHEMA_FILE), staged, overwrite=True)
+    return staged
+
+
+def effective_beam_args(beam_args: List[str]) -> List[str]:
+    """The configured flags, plus what the local DirectRunner needs to not litter the temp dir."""
+    args = list(beam_args)
+    runner = next((a.split('=', 1)[1] for a in args if a.startswith('--runner=')), 'DirectRunner')
+    has_dependency_flag = any(a.split('=', 1)[0] in _BEAM_DEPENDENCY_FLAGS for a in args)
+    if runner in ('DirectRunner', 'direct') and not has_dependency_flag:
+        # The DirectRunner runs in this environment, which has every dependency; the flag's
+        # value is never used by it, it only stops TFX from building a throw-away sdist.
+        args.append('--sdk_container_image=unused-by-the-local-direct-runner')
+    return args
+
+
+def _components_custom_config(values: Dict, fingerprint: str) -> Dict:
+    return dict(values, code_version=fingerprint)
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    fingerprint = code_fingerprint()
+
+    example_gen = ImageExampleGen(config.data_root, **config.split_ratios.model_dump())
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=staged_schema_file(config))
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs['examples'],
+        schema=schema_gen.outputs['schema'],
+        module_file=str(TRANSFORM_MODULE),
+        # Only the graph is needed: the Trainer and the exported model both apply it, so
+        # decoded images (hundreds of KB each) are never written out.
+        materialize=False,
+        disable_statistics=True,
+        disable_analyzer_cache=True,
+        splits_config=transform_pb2.SplitsConfig(analyze=['train']),
+        custom_config=_components_custom_config(config.preprocessing().model_dump(), fingerprint),
+    )
+
+    trainer = tfx.components.Trainer(
+        module_file=str(TRAINER_MODULE),
+        examples=example_gen.outputs['examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        train_args=tfx.proto.TrainArgs(splits=['train']),
+        eval_args=tfx.proto.EvalArgs(splits=['eval']),
+        custom_config=_components_custom_config(config.training().model_dump(), fingerprint),
+    )
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id('latest_blessed_model_resolver')
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs['examples'],
+        model=trainer.outputs['model'],
+        baseline_model=model_resolver.outputs['model'],
+        example_splits=['test'],
+        eval_config=gate.eval_config(config.min_accuracy, config.max_accuracy_drop),
+    )
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs['model'],
+        model_blessing=evaluator.outputs['blessing'],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
+    )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, transform, trainer,
+                    model_resolver, evaluator, pusher],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path),
+        beam_pipeline_args=effective_beam_args(config.beam_args),
+    )

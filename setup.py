@@ -1,0 +1,28 @@
+"""Image-classification transfer learning as a TFX pipeline.
+
+Install with the pinned TFX 1.16 stack (tfx 1.16 declares Python < 3.11, although all of its
+dependencies have Python 3.11 wheels):
+
+    pip install --ignore-requires-python -c constraints.txt -e '.[test]'
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name='tfx-image-transfer-learning',
+    version='0.1.0',
+    description='A TFX pipeline for image-classification transfer learning',
+    packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
+                                    'kubeflow', 'kubeflow.*']),
+    package_data={'pipeline': ['config.yaml']},
+    python_requires='>=3.9',
+    install_requires=[
+        'tfx==1.16.0',
+        'tf-keras>=2.16,<2.17',
+        'tensorflow-transform',
+        'tensorflow-model-analysis',
+        'pydantic>=2',
+        'pyyaml',
+        'pillow',
+    ],
+    extras_require={'test': ['pytest']},
+)

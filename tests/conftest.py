@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny generated image folders and tiny pipeline configs."""
+import io
+import os
+from pathlib import Path
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# One colour per class, so a class is recognisable even with random backbone weights.
+CLASS_COLOURS = {'cat': (200, 60, 40), 'dog': (40, 160, 60), 'fox': (50, 70, 210)}
+
+
+def image_bytes(colour, size=(24, 20), fmt='PNG', mode='RGB', seed=0) -> bytes:
+    """A small noisy image of one colour, encoded as fmt."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, 'RGB').convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def make_image_folder(root: Path, per_class: int = 10, classes=CLASS_COLOURS) -> Path:
+    """root/<class>/<n>.png|.jpg, alternating formats and grayscale/RGBA variants."""
+    variants = [('PNG', 'RGB', 'png'), ('JPEG', 'RGB', 'jpg'), ('PNG', 'L', 'png'), ('PNG', 'RGBA', 'png')]
+    for name, colour in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            fmt, mode, ext = variants[i % len(variants)]
+            (root / name / f'{name}_{i:03d}.{ext}').write_bytes(image_bytes(colour, fmt=fmt, mode=mode, seed=i))
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / 'images')
+
+
+def tiny_config_values(data_root: Path, output_dir: Path, **overrides) -> dict:
+    """The smallest pipeline that still exercises every component."""
+    values = dict(
+        data_root=str(data_root), output_dir=str(output_dir), pipeline_name='tiny-test',
+        image_size=32, alpha=0.35, weights='none', batch_size=8,
+        head_epochs=1, fine_tune_epochs=1, fine_tune_at=140, min_accuracy=0.0,
+    )
+    values.update(overrides)
+    return values

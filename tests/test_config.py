@@ -1,0 +1,125 @@
+"""The typed configuration: defaults, validation messages that name the key, overrides."""
+import pytest
+import yaml
+
+from pipeline.config import (DEFAULT_CONFIG_PATH, PIPELINE_CONFIG_ENV, ConfigError, PipelineConfig,
+                             load_config, parse_overrides)
+
+
+def write_config(path, **values):
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_shipped_default_config_is_valid_and_documented():
+    config = load_config(DEFAULT_CONFIG_PATH)
+    text = DEFAULT_CONFIG_PATH.read_text()
+    for key in PipelineConfig.model_fields:
+        assert key in text, f'{key} is not documented in {DEFAULT_CONFIG_PATH.name}'
+    assert config.backbone == 'mobilenet_v2'
+    assert config.data_root.endswith('data/sample')
+
+
+def test_tutorial_defaults():
+    config = PipelineConfig(data_root='.', output_dir='out')
+    assert (config.image_size, config.batch_size, config.learning_rate) == (160, 32, 1e-4)
+    assert (config.head_epochs, config.fine_tune_epochs, config.fine_tune_at) == (10, 10, 100)
+    assert config.effective_fine_tune_learning_rate == pytest.approx(1e-5)
+    assert config.weights == 'imagenet'
+
+
+def test_output_paths_default_under_output_dir(tmp_path):
+    config = load_config(write_config(tmp_path / 'c.yaml', data_root='.', output_dir='out'))
+    out = str(tmp_path / 'out')
+    assert config.output_dir == out
+    assert config.pipeline_root == out + '/pipeline_root'
+    assert config.metadata_path == out + '/metadata.sqlite'
+    assert config.serving_dir == out + '/serving'
+    assert config.cli_home == out + '/tfx_cli'
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / 'conf').mkdir()
+    (tmp_path / 'data').mkdir()
+    monkeypatch.chdir('/')
+    config = load_config(write_config(tmp_path / 'conf' / 'c.yaml', data_root='../data', output_dir='../out'))
+    assert config.data_root == str(tmp_path / 'data')
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', learnig_rate=0.1)
+    with pytest.raises(ConfigError, match=r'learnig_rate: unknown key'):
+        load_config(path)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('image_size', 16, 'image_size: must be at least 32'),
+    ('alpha', 0.6, 'alpha: must be one of'),
+    ('batch_size', 0, 'batch_size: Input should be greater than or equal to 1'),
+    ('learning_rate', -1, 'learning_rate: Input should be greater than 0'),
+    ('weights', '/no/such/file.h5', "weights: is neither 'imagenet' nor 'none'"),
+    ('min_accuracy', -0.1, 'min_accuracy: Input should be greater than or equal to 0'),
+    ('beam_args', ['direct_num_workers=2'], 'beam_args: .*is not a Beam flag'),
+    ('pipeline_name', 'has space', 'pipeline_name: String should match pattern'),
+    ('backbone', 'resnet9000', 'backbone: Input should be'),
+])
+def test_bad_values_are_named(tmp_path, key, value, message):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', **{key: value})
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_data_root_folder_is_named(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='nowhere', output_dir='o')
+    with pytest.raises(ConfigError, match=r"data_root: .*nowhere' is not a folder"):
+        load_config(path)
+
+
+def test_nothing_to_train_is_an_error(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', head_epochs=0, fine_tune_epochs=0)
+    with pytest.raises(ConfigError, match='nothing would be trained'):
+        load_config(path)
+
+
+def test_set_overrides_parse_yaml_values_and_nested_keys(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
+    config = load_config(path, ['head_epochs=3', 'augmentation=false', 'split_ratios.test=20',
+                                "beam_args=['--direct_num_workers=2']"])
+    assert config.head_epochs == 3 and config.augmentation is False
+    assert config.split_ratios.test == 20 and config.split_ratios.train == 80
+    assert config.beam_args == ['--direct_num_workers=2']
+
+
+def test_set_override_errors():
+    with pytest.raises(ConfigError, match='expected key=value'):
+        parse_overrides(['head_epochs'])
+
+
+def test_set_relative_paths_resolve_against_cwd(tmp_path, monkeypatch):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'other').mkdir()
+    assert load_config(path, ['data_root=other']).data_root == str(tmp_path / 'other')
+
+
+def test_env_var_selects_the_config(tmp_path, monkeypatch):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', pipeline_name='from-env')
+    monkeypatch.setenv(PIPELINE_CONFIG_ENV, str(path))
+    assert load_config().pipeline_name == 'from-env'
+
+
+def test_components_receive_only_their_keys(tmp_path):
+    config = load_config(write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o'))
+    assert set(config.preprocessing().model_dump()) == {'backbone', 'image_size'}
+    training = config.training().model_dump()
+    assert 'min_accuracy' not in training and 'output_dir' not in training
+    assert training['fine_tune_at'] == 100
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match='not found'):
+        load_config(tmp_path / 'none.yaml')
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('data_root: [unclosed')
+    with pytest.raises(ConfigError, match='not valid YAML'):
+        load_config(bad)

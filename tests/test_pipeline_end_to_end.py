@@ -1,0 +1,152 @@
+"""The whole pipeline on tiny generated images, through the same entry points users run.
+
+Run 1 goes through `python -m pipeline.demo` (the `tfx` CLI with the local engine, as
+`make demo` does) with min_accuracy 0: a model must be pushed. Run 2 goes through
+`python -m pipeline.local_runner --set min_accuracy=1.01`: the gate must fail and the
+serving directory must stay exactly as it was.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from conftest import CLASS_COLOURS, image_bytes, make_image_folder, tiny_config_values
+from pipeline import predict, run_summary
+from pipeline.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(args, env, cwd=REPO):
+    result = subprocess.run([sys.executable, '-m'] + args, cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f'{args} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n'
+                    f'stderr:\n{result.stderr[-6000:]}')
+    return result
+
+
+def _serving_tree(serving_dir: Path):
+    return sorted(str(p.relative_to(serving_dir)) for p in serving_dir.rglob('*'))
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('e2e')
+    data = make_image_folder(root / 'images', per_class=15)
+    config_path = root / 'config.yaml'
+    config_path.write_text(yaml.safe_dump(tiny_config_values(
+        data, root / 'output', split_ratios={'train': 60, 'eval': 20, 'test': 20})))
+    home = root / 'home'
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), PYTHONPATH=str(REPO))
+    env.pop('PIPELINE_CONFIG', None)
+
+    first = _run(['pipeline.demo', '--config', str(config_path)], env)
+    config = load_config(config_path)
+    first_summary = run_summary.latest_run(config)
+    tree_after_first = _serving_tree(Path(config.serving_dir))
+
+    second = _run(['pipeline.local_runner', '--config', str(config_path), '--set', 'min_accuracy=1.01'], env)
+    second_summary = run_summary.latest_run(config)
+    return dict(config=config, home=home, first=first, first_summary=first_summary,
+                tree_after_first=tree_after_first, second=second, second_summary=second_summary)
+
+
+def test_first_run_pushes_a_blessed_model_through_the_tfx_cli(runs):
+    summary = runs['first_summary']
+    states = {node.node_id: node.state for node in summary.nodes}
+    assert set(states) == {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
+                           'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+    assert all(state == 'ran' for state in states.values()), states
+    assert summary.blessed is True and summary.accuracy is not None
+    assert summary.baseline_accuracy is None  # nothing blessed before
+    versions = [p for p in Path(runs['config'].serving_dir).iterdir()]
+    assert len(versions) == 1 and versions[0].name.isdigit()
+    assert summary.pushed_destination == str(versions[0])
+    assert 'Pushed model: ' + str(versions[0]) in runs['first'].stdout
+
+
+def test_tfx_cli_state_stays_in_output_dir(runs):
+    config = runs['config']
+    assert (Path(config.cli_home) / config.pipeline_name / 'pipeline_args.json').exists()
+    assert not (runs['home'] / 'tfx').exists()
+
+
+def test_demo_prints_predictions_of_the_pushed_model(runs):
+    out = runs['first'].stdout
+    assert 'Predictions of ' + runs['first_summary'].pushed_destination in out
+    examples = str(REPO / 'data' / 'predict_examples')
+    lines = [line for line in out.splitlines() if line.startswith(examples)]
+    assert len(lines) == 4
+    assert all(any(name in line for name in CLASS_COLOURS) for line in lines)
+
+
+def test_console_output_is_readable(runs):
+    console = runs['first'].stderr.splitlines() + runs['first'].stdout.splitlines()
+    assert len(console) < 120, '\n'.join(console)
+    assert any('Component Trainer is running' in line for line in console)
+    assert any('epoch 2/2 (fine-tuning)' in line for line in console)
+
+
+def test_failing_gate_pushes_nothing(runs):
+    summary = runs['second_summary']
+    states = {node.node_id: node.state for node in summary.nodes}
+    assert states['ImageExampleGen'] == 'reused (cache)'
+    assert states['Trainer'] == 'reused (cache)'
+    assert states['Evaluator'] == 'ran'
+    assert summary.blessed is False
+    assert summary.baseline_accuracy is not None  # compared with the first run's model
+    assert summary.pushed_destination is None
+    assert _serving_tree(Path(runs['config'].serving_dir)) == runs['tree_after_first']
+    assert 'gate: FAILED' in runs['second'].stderr
+
+
+@pytest.fixture(scope='module')
+def serving(runs):
+    model_dir = predict.resolve_model_dir(runs['config'].serving_dir)
+    return tf.saved_model.load(str(model_dir)).signatures['serving_default']
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_serving_signature_takes_raw_image_bytes(serving, fmt):
+    images = [image_bytes(colour, size=(50, 30), fmt=fmt, seed=99) for colour in CLASS_COLOURS.values()]
+    out = serving(image_bytes=tf.constant(images))
+    probabilities = out['probabilities'].numpy()
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(out['class_id'].numpy(), probabilities.argmax(axis=1))
+    names = [name.decode() for name in out['class_name'].numpy()]
+    assert set(names) <= set(CLASS_COLOURS)
+    assert names == [sorted(CLASS_COLOURS)[i] for i in out['class_id'].numpy()]
+
+
+def test_undecodable_bytes_are_an_error_not_a_crash(serving):
+    with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
+        serving(image_bytes=tf.constant([b'definitely not an image']))
+    # The process is still fine and the model still answers.
+    assert serving(image_bytes=tf.constant([image_bytes((1, 2, 3))]))['probabilities'].shape == (1, 3)
+
+
+def test_predict_reports_a_corrupt_file_and_classifies_the_rest(runs, tmp_path, capsys):
+    folder = tmp_path / 'to_classify'
+    folder.mkdir()
+    for name, colour in CLASS_COLOURS.items():
+        (folder / f'{name}.png').write_bytes(image_bytes(colour, seed=5))
+    (folder / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff broken')
+    status = predict.main(['--model', runs['config'].serving_dir, '--top-k', '2', '--json', str(folder)])
+    assert status == 1
+    result = json.loads(capsys.readouterr().out)
+    by_file = {Path(item['file']).name: item for item in result['predictions']}
+    assert set(by_file) == {'cat.png', 'dog.png', 'fox.png', 'corrupt.jpg'}
+    assert 'not a decodable image' in by_file['corrupt.jpg']['error']
+    for name in ('cat.png', 'dog.png', 'fox.png'):
+        top = by_file[name]['top']
+        assert len(top) == 2 and top[0]['probability'] >= top[1]['probability']
+        assert top[0]['class'] in CLASS_COLOURS

@@ -1,0 +1,68 @@
+"""Transform's preprocessing_fn, run through tft_beam as the Transform component runs it."""
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from components.transform.image_preprocessing import preprocessing_fn
+from conftest import image_bytes
+
+SIZE = 40
+RAW_SPEC = {
+    'image_raw': tf.io.FixedLenFeature([1], tf.string),
+    'label': tf.io.FixedLenFeature([1], tf.int64),
+    'filename': tf.io.FixedLenFeature([1], tf.string),
+}
+
+
+def transform(raw_examples):
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+    custom_config = {'backbone': 'mobilenet_v2', 'image_size': SIZE, 'code_version': 'test'}
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        (transformed, _), transform_fn = (raw_examples, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, custom_config))
+    return transformed, transform_fn
+
+
+def test_decode_resize_and_scale_like_mobilenet_v2():
+    colour = (250, 10, 128)
+    inputs = [
+        {'image_raw': [image_bytes(colour, fmt='PNG')], 'label': [0], 'filename': [b'a.png']},
+        {'image_raw': [image_bytes(colour, fmt='JPEG')], 'label': [1], 'filename': [b'b.jpg']},
+        {'image_raw': [image_bytes(colour, fmt='PNG', mode='L')], 'label': [2], 'filename': [b'c.png']},
+        {'image_raw': [image_bytes(colour, fmt='PNG', mode='RGBA')], 'label': [0], 'filename': [b'd.png']},
+        {'image_raw': [image_bytes(colour, fmt='GIF')], 'label': [1], 'filename': [b'e.gif']},
+        {'image_raw': [image_bytes(colour, fmt='BMP')], 'label': [2], 'filename': [b'f.bmp']},
+    ]
+    transformed, _ = transform(inputs)
+    assert [row['label'] for row in transformed] == [0, 1, 2, 0, 1, 2]
+    for row, raw in zip(transformed, inputs):
+        image = np.asarray(row['image'])
+        assert image.shape == (SIZE, SIZE, 3)
+        assert image.min() >= -1.0 and image.max() <= 1.0
+        # Same arithmetic as decode -> resize -> mobilenet_v2.preprocess_input.
+        decoded = tf.io.decode_image(raw['image_raw'][0], channels=3, expand_animations=False)
+        expected = tf.image.resize(decoded, [SIZE, SIZE], antialias=True).numpy() / 127.5 - 1
+        np.testing.assert_allclose(image, expected, atol=1e-5)
+    # Grayscale becomes three equal channels.
+    gray = np.asarray(transformed[2]['image'])
+    np.testing.assert_allclose(gray[..., 0], gray[..., 1])
+    # The colour survives: red channel high, green low (JPEG is lossy, so with a margin).
+    rgb = np.asarray(transformed[1]['image']).mean(axis=(0, 1))
+    assert rgb[0] > 0.7 and rgb[1] < -0.7
+
+
+def test_transform_graph_serves_raw_bytes_without_label(tmp_path):
+    """At serving time only image_raw is fed; the label output is dropped, not required."""
+    _, transform_fn = transform([{'image_raw': [image_bytes((1, 2, 3))], 'label': [0], 'filename': [b'x']}])
+    _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path))
+    layer = tft.TFTransformOutput(str(tmp_path)).transform_features_layer()
+    outputs = layer({'image_raw': tf.constant([[image_bytes((1, 2, 3), fmt='JPEG')]])})
+    assert outputs['image'].shape == (1, SIZE, SIZE, 3)
+    assert 'label' not in outputs
+    with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
+        layer({'image_raw': tf.constant([[b'not an image']])})

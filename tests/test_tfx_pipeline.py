@@ -1,0 +1,74 @@
+"""create_pipeline's wiring, the gate's configuration and the helpers around it."""
+import json
+
+import pytest
+from tfx.proto import evaluator_pb2  # noqa: F401  (registers the protos used by the Evaluator spec)
+
+from components import gate
+from conftest import tiny_config_values
+from pipeline import tfx_pipeline
+from pipeline.config import PipelineConfig
+
+
+@pytest.fixture
+def config(tmp_path, image_folder):
+    return PipelineConfig(**tiny_config_values(image_folder, tmp_path / 'out', min_accuracy=0.8,
+                                               max_accuracy_drop=0.02))
+
+
+def test_components_in_order_and_wired(config):
+    pipeline = tfx_pipeline.create_pipeline(config)
+    ids = [c.id for c in pipeline.components]  # TFX sorts them topologically
+    assert sorted(ids) == sorted(['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform',
+                                  'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher'])
+    spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
+    assert [ids.index(c) for c in spine] == sorted(ids.index(c) for c in spine)
+    by_id = {c.id: c for c in pipeline.components}
+    evaluator, pusher, trainer = by_id['Evaluator'], by_id['Pusher'], by_id['Trainer']
+    assert json.loads(evaluator.exec_properties['example_splits']) == ['test']
+    assert evaluator.inputs['baseline_model'].producer_component_id == 'latest_blessed_model_resolver'
+    assert pusher.inputs['model_blessing'].producer_component_id == 'Evaluator'
+    assert trainer.inputs['examples'].producer_component_id == 'ImageExampleGen'
+    assert trainer.inputs['transform_graph'].producer_component_id == 'Transform'
+    assert pipeline.metadata_connection_config.sqlite.filename_uri == config.metadata_path
+    assert pipeline.pipeline_info.pipeline_root == config.pipeline_root
+
+
+def test_components_get_only_their_config(config):
+    by_id = {c.id: c for c in tfx_pipeline.create_pipeline(config).components}
+    transform_config = json.loads(by_id['Transform'].exec_properties['custom_config'])
+    trainer_config = json.loads(by_id['Trainer'].exec_properties['custom_config'])
+    assert set(transform_config) == {'backbone', 'image_size', 'code_version'}
+    assert 'min_accuracy' not in trainer_config and trainer_config['alpha'] == 0.35
+    assert transform_config['code_version'] == trainer_config['code_version'] == tfx_pipeline.code_fingerprint()
+
+
+def test_gate_thresholds_apply_to_the_overall_slice_only():
+    eval_config = gate.eval_config(min_accuracy=0.8, max_accuracy_drop=0.02)
+    accuracy = [m for m in eval_config.metrics_specs[0].metrics if m.class_name == 'SparseCategoricalAccuracy'][0]
+    assert not accuracy.HasField('threshold')
+    [per_slice] = accuracy.per_slice_thresholds
+    assert len(per_slice.slicing_specs) == 1 and per_slice.slicing_specs[0] == type(per_slice.slicing_specs[0])()
+    assert per_slice.threshold.value_threshold.lower_bound.value == 0.8
+    assert per_slice.threshold.change_threshold.absolute.value == pytest.approx(-0.02)
+    assert eval_config.model_specs[0].signature_name == 'from_examples'
+    assert eval_config.model_specs[0].label_key == 'label'
+
+
+def test_direct_runner_gets_a_dependency_flag_so_tfx_builds_no_sdist():
+    assert tfx_pipeline.effective_beam_args(['--direct_running_mode=in_memory'])[-1].startswith(
+        '--sdk_container_image=')
+    flink = ['--runner=FlinkRunner', '--flink_master=localhost:8081']
+    assert tfx_pipeline.effective_beam_args(flink) == flink
+    own = ['--extra_package=/dist/app.tar.gz']
+    assert tfx_pipeline.effective_beam_args(own) == own
+
+
+def test_schema_is_staged_by_content(config, monkeypatch, tmp_path):
+    first = tfx_pipeline.staged_schema_file(config)
+    assert open(first).read() == tfx_pipeline.SCHEMA_FILE.read_text()
+    assert tfx_pipeline.staged_schema_file(config) == first
+    edited = tmp_path / 'schema.pbtxt'
+    edited.write_text(tfx_pipeline.SCHEMA_FILE.read_text() + '\n# edited\n')
+    monkeypatch.setattr(tfx_pipeline, 'SCHEMA_FILE', edited)
+    assert tfx_pipeline.staged_schema_file(config) != first
