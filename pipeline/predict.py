@@ -98,7 +98,7 @@ def _fill(classifier: Classifier, items, top_k: int) -> None:
     if not items:
         return
     probabilities = classifier.probabilities([data for _, data in items])
-    for (prediction, _), probs in zip(items, probabilities):
+    for (prediction, _), probs in zip(items, probabilities, strict=True):
         order = probs.argsort()[::-1][:top_k]
         prediction.top = [(classifier.class_names[i], float(probs[i])) for i in order]
 

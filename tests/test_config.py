@@ -57,7 +57,7 @@ def test_unknown_key_is_named(tmp_path):
     ('alpha', 0.6, 'alpha: must be one of'),
     ('batch_size', 0, 'batch_size: Input should be greater than or equal to 1'),
     ('learning_rate', -1, 'learning_rate: Input should be greater than 0'),
-    ('weights', '/no/such/file.h5', "weights: is neither 'imagenet' nor 'none'"),
+    ('weights', '/no/such/file.h5', "weights: is not one of imagenet, imagenet-torchvision, none, so it must be a path"),
     ('min_accuracy', -0.1, 'min_accuracy: Input should be greater than or equal to 0'),
     ('beam_args', ['direct_num_workers=2'], 'beam_args: .*is not a Beam flag'),
     ('pipeline_name', 'has space', 'pipeline_name: String should match pattern'),

@@ -40,7 +40,7 @@ def test_decode_resize_and_scale_like_mobilenet_v2():
     ]
     transformed, _ = transform(inputs)
     assert [row['label'] for row in transformed] == [0, 1, 2, 0, 1, 2]
-    for row, raw in zip(transformed, inputs):
+    for row, raw in zip(transformed, inputs, strict=True):
         image = np.asarray(row['image'])
         assert image.shape == (SIZE, SIZE, 3)
         assert image.min() >= -1.0 and image.max() <= 1.0

@@ -21,6 +21,7 @@ import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components import backbones
 from components import class_names as class_names_lib
 from components import model as model_lib
 from components import serving
@@ -32,7 +33,7 @@ logger = logging.getLogger('components.trainer')
 
 HISTORY_FILE = 'history.json'
 _SHUFFLE_BUFFER = 1024
-_CALIBRATION_IMAGES = 256
+_STATISTICS_IMAGES = 256
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tf_transform_output: tft.TFTransformOutput,
@@ -67,15 +68,16 @@ class _EpochLog(tf_keras.callbacks.Callback):
         logger.info('epoch %d/%d (%s): %s', epoch + 1, self._total, self._phase, metrics)
 
 
-def _calibration_images(dataset: tf.data.Dataset) -> tf.Tensor:
+def _sample_images(dataset: tf.data.Dataset) -> tf.Tensor:
+    """Up to _STATISTICS_IMAGES training images, for feature statistics."""
     batches = []
     count = 0
     for images, _ in dataset:
         batches.append(images)
         count += int(images.shape[0])
-        if count >= _CALIBRATION_IMAGES:
+        if count >= _STATISTICS_IMAGES:
             break
-    return tf.concat(batches, axis=0)[:_CALIBRATION_IMAGES]
+    return tf.concat(batches, axis=0)[:_STATISTICS_IMAGES]
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -85,13 +87,16 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     names = class_names_lib.read(class_names_lib.examples_uri_of_split_files(fn_args.train_files[0]))
     logger.info('Training on %d classes: %s', len(names), ', '.join(names))
 
-    classifier = model_lib.build_classifier(params, len(names))
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, params, classifier.binary, True)
-    validation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, params, classifier.binary, False)
+    binary = len(names) == 2
+    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, params, binary, True)
+    validation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, params, binary, False)
+    base = backbones.build_base(params)
+    feature_stats = None
     if params.weights == 'none':
         logger.warning('weights: none: the backbone is randomly initialised, so this is not transfer '
                        'learning and accuracy will be low; use it to test the pipeline only.')
-        model_lib.calibrate_batchnorm(classifier.base, _calibration_images(train))
+        feature_stats = model_lib.feature_statistics(base, _sample_images(train))
+    classifier = model_lib.build_classifier(params, len(names), base=base, feature_stats=feature_stats)
 
     tensorboard = tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
     total_epochs = params.head_epochs + params.fine_tune_epochs
