@@ -19,11 +19,7 @@ Writes bench/results/linear_probe.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -31,12 +27,10 @@ import components  # noqa: F401  (tf_keras setup)
 import tensorflow as tf
 import tf_keras
 
+from bench.report import write_table
 from components import backbones
 from pipeline import fashion_mnist
-from pipeline.config import TrainingConfig
-
-RESULTS = Path(__file__).resolve().parent / 'results' / 'linear_probe.md'
-
+from pipeline.config import BackboneSpec
 
 def images_and_labels(split: str, per_class: int, size: int):
     images, labels = fashion_mnist.load(split)
@@ -92,7 +86,7 @@ def main(argv=None) -> int:
     rows = []
     for name, options in variants:
         tf_keras.utils.set_random_seed(0)
-        base = backbones.build_base(TrainingConfig(image_size=args.size, alpha=1.0, **options))
+        base = backbones.build_base(BackboneSpec(name="mobilenet_v2", image_size=args.size, alpha=1.0, **options))
         started = time.time()
         train_f, test_f = features(base, train_x), features(base, test_x)
         seconds = time.time() - started
@@ -109,23 +103,14 @@ def main(argv=None) -> int:
                          float(np.std(train_f)), seconds))
             print(f'{name}, features not standardised: phase-1 head {raw_head:.4f}')
 
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-    lines = [
-        '# Linear probe: frozen MobileNetV2 features on Fashion-MNIST',
-        '',
-        f'`python -m bench.linear_probe --per-class {args.per_class} --test-per-class {args.test_per_class} '
-        f'--size {args.size}` on {datetime.date.today()}, commit {commit}, {platform.machine()}, '
-        f'{len(train_y)} training and {len(test_y)} test images, 10 classes, {args.size} px, '
-        f'test accuracy of classifiers on the 1280 GAP features (see the docstring of bench/linear_probe.py).',
-        '',
-        f'| backbone weights | linear probe, {args.per_class}/class | linear probe, {args.few}/class '
-        f'| phase-1 head, {args.per_class}/class | feature std | feature time |',
-        '| --- | --- | --- | --- | --- | --- |',
-    ] + [f'| {name} | {probe:.4f} | {few:.4f} | {head:.4f} | {std:.3g} | {seconds:.0f} s |'
-         for name, probe, few, head, std, seconds in rows]
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text('\n'.join(lines) + '\n')
-    print(f'wrote {RESULTS}')
+    write_table(
+        'linear_probe', 'Linear probe: frozen MobileNetV2 features on Fashion-MNIST',
+        f'{len(train_y)} training and {len(test_y)} test images, 10 classes, {args.size} px; test accuracy '
+        f'of classifiers on the 1280 GAP features (see the docstring of bench/linear_probe.py).',
+        ['backbone weights', f'linear probe, {args.per_class}/class', f'linear probe, {args.few}/class',
+         f'phase-1 head, {args.per_class}/class', 'feature std', 'feature time'],
+        [[name, f'{probe:.4f}', f'{few:.4f}', f'{head:.4f}', f'{std:.3g}', f'{seconds:.0f} s']
+         for name, probe, few, head, std, seconds in rows])
     return 0
 
 

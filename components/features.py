@@ -5,5 +5,5 @@ IMAGE_KEY = 'image_raw'      # encoded image bytes
 LABEL_KEY = 'label'          # int64 index into the sorted class names
 FILENAME_KEY = 'filename'    # path relative to data_root
 
-# Output of Transform's preprocessing_fn (and the model's input).
-TRANSFORMED_IMAGE_KEY = 'image'
+# Transform's outputs are LABEL_KEY and one image tensor per backbone, named by the config
+# (pipeline.config.BackboneSpec.key: `image`, or `image_<i>_<backbone>` for several).

@@ -1,33 +1,44 @@
 """The classifier and its two training phases, as in TensorFlow's transfer-learning tutorial.
 
-    image -> [augmentation] -> backbone (frozen, BatchNorm in inference mode)
-          -> GlobalAveragePooling2D -> Dropout -> Dense logits
+    image(s) -> [augmentation] -> backbone(s), frozen, BatchNorm in inference mode
+             -> pooling where a backbone outputs a feature map -> concatenate (several backbones)
+             -> [hidden Dense layers] -> Dropout -> Dense logits
 
-Two classes use one logit and binary cross-entropy; more use one logit per class and
-sparse categorical cross-entropy. Phase 1 trains the head with Adam; phase 2 unfreezes the
-backbone from `fine_tune_at` and continues with RMSprop at a lower learning rate.
+Several backbones run side by side on the same image, never one after another: a
+backbone's output is a grid of features, not an image another backbone could read.
+Two classes use one logit and binary cross-entropy; more use one logit per class and sparse
+categorical cross-entropy. Phase 1 trains the head with Adam; phase 2 unfreezes each backbone
+from its `fine_tune_at` and continues with RMSprop at a lower learning rate.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from components import backbones
-from components.features import TRANSFORMED_IMAGE_KEY
-from pipeline.config import TrainingConfig
+from components.augmentation import SharedAugmentation
+from pipeline.config import BackboneSpec, TrainingSpec
 
 logger = logging.getLogger(__name__)
+
+_POOLING = {
+    'gap': tf_keras.layers.GlobalAveragePooling2D,
+    'max': tf_keras.layers.GlobalMaxPooling2D,
+    'flatten': tf_keras.layers.Flatten,
+}
 
 
 @dataclasses.dataclass
 class Classifier:
     model: tf_keras.Model
-    base: tf_keras.Model
+    # Input key -> backbone, in the config's order.
+    bases: Dict[str, tf_keras.Model]
+    specs: List[BackboneSpec]
     num_classes: int
 
     @property
@@ -35,45 +46,99 @@ class Classifier:
         return self.num_classes == 2
 
 
-def build_classifier(params: TrainingConfig, num_classes: int, base: Optional[tf_keras.Model] = None,
+def build_bases(spec: TrainingSpec, load_weights: bool = True) -> Dict[str, tf_keras.Model]:
+    """Every backbone of the config, frozen, with unique names (a model may hold two VGG16s)."""
+    bases = {}
+    for backbone in spec.backbones:
+        base = backbones.build_base(backbone, load_weights=load_weights)
+        if len(spec.backbones) > 1:
+            base._name = f'{backbone.key}_{base.name}'  # noqa: SLF001  (Keras has no public rename)
+        base.trainable = False
+        bases[backbone.key] = base
+    return bases
+
+
+def pooling_decision(head: str, feature_map: bool, backbone: str) -> Tuple[Optional[str], str]:
+    """(pooling to add or None, why), for `head` and the backbone's output kind."""
+    if not feature_map:
+        if head != 'auto':
+            raise ValueError(
+                f'head: {head} does not apply to {backbone}, whose output is already a pooled vector '
+                f'(N, C): {head} turns a feature map (N, h, w, C) into a vector. Use head: auto.')
+        return None, 'its output is already a pooled vector (N, C), so nothing is added'
+    if head == 'auto':
+        return 'gap', ('its output is a feature map (N, h, w, C); head: auto pools it with global '
+                       'average pooling (one value per channel)')
+    return head, f'its output is a feature map (N, h, w, C); head: {head} was asked for'
+
+
+def build_feature_extractor(spec: TrainingSpec, bases: Dict[str, tf_keras.Model]) -> tf_keras.Model:
+    """Inputs (one per backbone) -> the vector the head sees (pooled, concatenated)."""
+    inputs = {b.key: tf_keras.Input((b.image_size, b.image_size, 3), name=b.key) for b in spec.backbones}
+    views = dict(inputs)
+    if spec.augmentation:
+        a = spec.augmentation
+        views = SharedAugmentation(a.flip, a.rotation, a.zoom, a.contrast, seed=spec.seed,
+                                   name='augmentation')(views)
+    features = []
+    for backbone in spec.backbones:
+        base = bases[backbone.key]
+        # training=False keeps BatchNorm in inference mode even when the base is unfrozen later,
+        # so fine-tuning does not destroy the pretrained statistics.
+        x = base(views[backbone.key], training=False)
+        pooling, _ = pooling_decision(spec.head, backbones.output_is_feature_map(base), backbone.name)
+        if pooling:
+            suffix = f'_{backbone.key}' if len(spec.backbones) > 1 else ''
+            x = _POOLING[pooling](name=f'{pooling}{suffix}')(x)
+        features.append(x)
+    output = tf_keras.layers.Concatenate(name='concatenate')(features) if len(features) > 1 else features[0]
+    return tf_keras.Model(inputs, output, name='features')
+
+
+def feature_statistics(extractor: tf_keras.Model, inputs: Dict[str, tf.Tensor]) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of the head's input, measured on `inputs`.
+
+    Needed for a randomly initialised base (weights: none): with BatchNorm statistics that
+    have never seen data, the activations shrink block after block and the pooled features
+    come out around 1e-12, which a Dense head trained at 1e-4 cannot use at all (chance
+    accuracy). Their directions still carry information; standardised, they are usable.
+    """
+    pooled = extractor(inputs, training=False).numpy().astype(np.float64)
+    mean, std = pooled.mean(axis=0), pooled.std(axis=0)
+    alive = std > 0
+    logger.info('Standardising the random base\'s features (%d of %d vary; median std %.3g), '
+                'measured on %d training images', alive.sum(), len(std),
+                float(np.median(std[alive])) if alive.any() else 0.0, len(pooled))
+    std[~alive] = 1.0  # a dead feature stays at zero instead of dividing by zero
+    return mean, std
+
+
+def build_classifier(spec: TrainingSpec, num_classes: int, bases: Optional[Dict[str, tf_keras.Model]] = None,
                      feature_stats: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Classifier:
-    """The classifier around `base` (built from params if not given).
+    """The classifier around the configured backbones (built here if not given).
 
     feature_stats (mean, std), from feature_statistics, adds a fixed standardisation of the
-    pooled features before the head.
+    head's input.
     """
     if num_classes < 2:
         raise ValueError(f'a classifier needs at least two classes, got {num_classes}')
-    backbone = backbones.get(params.backbone)
-    if params.fine_tune_at >= backbone.num_layers and params.fine_tune_epochs:
-        raise ValueError(f'fine_tune_at={params.fine_tune_at} but {backbone.name} has only '
-                         f'{backbone.num_layers} layers: nothing would be fine-tuned')
-    base = base or backbones.build_base(params)
-    base.trainable = False
-    size = params.image_size
-    inputs = tf_keras.Input(shape=(size, size, 3), name=TRANSFORMED_IMAGE_KEY)
-    x = _augmentation(params.seed)(inputs) if params.augmentation else inputs
-    # training=False keeps BatchNorm in inference mode even when the base is unfrozen later,
-    # so fine-tuning does not destroy the pretrained statistics.
-    x = base(x, training=False)
-    if backbone.outputs_feature_map:
-        x = tf_keras.layers.GlobalAveragePooling2D(name='pool')(x)
+    bases = bases or build_bases(spec)
+    if spec.fine_tune_epochs:
+        for backbone in spec.backbones:  # fail before training, not after phase 1
+            backbones.fine_tune_index(bases[backbone.key], backbone.effective_fine_tune_at)
+    extractor = build_feature_extractor(spec, bases)
+    x = extractor.outputs[0]
     if feature_stats is not None:
         mean, std = feature_stats
         x = tf_keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
                                       name='standardize_features')(x)
-    x = tf_keras.layers.Dropout(params.dropout, seed=params.seed, name='dropout')(x)
+    for index, units in enumerate(spec.hidden_units):
+        x = tf_keras.layers.Dense(units, activation='relu', name=f'hidden_{index}')(x)
+    x = tf_keras.layers.Dropout(spec.dropout, seed=spec.seed, name='dropout')(x)
     logits = tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, name='logits')(x)
-    model = tf_keras.Model(inputs, logits, name=f'{backbone.name}_classifier')
-    return Classifier(model=model, base=base, num_classes=num_classes)
-
-
-def _augmentation(seed: int) -> tf_keras.Sequential:
-    """The tutorial's augmentation; Keras preprocessing layers are no-ops at inference."""
-    return tf_keras.Sequential([
-        tf_keras.layers.RandomFlip('horizontal', seed=seed),
-        tf_keras.layers.RandomRotation(0.2, seed=seed),
-    ], name='augmentation')
+    name = '_'.join(b.name for b in spec.backbones) + '_classifier'
+    model = tf_keras.Model(extractor.inputs, logits, name=name)
+    return Classifier(model=model, bases=bases, specs=list(spec.backbones), num_classes=num_classes)
 
 
 def _loss_and_metric(classifier: Classifier):
@@ -84,48 +149,40 @@ def _loss_and_metric(classifier: Classifier):
             tf_keras.metrics.SparseCategoricalAccuracy(name='accuracy'))
 
 
-def compile_for_head(classifier: Classifier, params: TrainingConfig) -> None:
+def freeze_for_head(classifier: Classifier) -> None:
     """Phase 1: only the head trains."""
-    classifier.base.trainable = False
+    for base in classifier.bases.values():
+        base.trainable = False
+
+
+def unfreeze_for_fine_tuning(classifier: Classifier) -> None:
+    """Phase 2: each backbone's layers from its fine_tune_at on train too."""
+    for spec in classifier.specs:
+        base = classifier.bases[spec.key]
+        start = backbones.fine_tune_index(base, spec.effective_fine_tune_at)
+        base.trainable = True
+        for layer in base.layers[:start]:
+            layer.trainable = False
+        if spec.weights == 'none' and spec.name != 'hub':
+            # The head standardises features of ~1e-12 (see feature_statistics); a BatchNorm beta
+            # moved by one learning-rate step would add an offset a trillion times the signal.
+            for layer in base.layers:
+                if isinstance(layer, tf_keras.layers.BatchNormalization):
+                    layer.trainable = False
+
+
+def compile_for_head(classifier: Classifier, spec: TrainingSpec) -> None:
+    freeze_for_head(classifier)
     loss, metric = _loss_and_metric(classifier)
-    classifier.model.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
-                             loss=loss, metrics=[metric])
+    classifier.model.compile(optimizer=tf_keras.optimizers.Adam(spec.learning_rate), loss=loss, metrics=[metric])
 
 
-def compile_for_fine_tuning(classifier: Classifier, params: TrainingConfig) -> None:
-    """Phase 2: layers from fine_tune_at on train too, at the lower learning rate."""
-    classifier.base.trainable = True
-    for layer in classifier.base.layers[:params.fine_tune_at]:
-        layer.trainable = False
-    if params.weights == 'none':
-        # The head standardises features of ~1e-12 (see feature_statistics); a BatchNorm beta
-        # moved by one learning-rate step would add an offset a trillion times the signal.
-        for layer in classifier.base.layers:
-            if isinstance(layer, tf_keras.layers.BatchNormalization):
-                layer.trainable = False
+def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec) -> None:
+    unfreeze_for_fine_tuning(classifier)
     loss, metric = _loss_and_metric(classifier)
     classifier.model.compile(
-        optimizer=tf_keras.optimizers.RMSprop(params.effective_fine_tune_learning_rate),
+        optimizer=tf_keras.optimizers.RMSprop(spec.effective_fine_tune_learning_rate),
         loss=loss, metrics=[metric])
-
-
-def feature_statistics(base: tf_keras.Model, images: tf.Tensor) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation of the base's pooled features on `images`.
-
-    Needed for a randomly initialised base (weights: none): with BatchNorm statistics that
-    have never seen data, the activations shrink block after block and the pooled features
-    come out around 1e-11, which a Dense head trained at 1e-4 cannot use at all (chance
-    accuracy). Their directions still carry information: standardised, they separate
-    Fashion-MNIST classes about as well as a linear probe on them does (see bench/).
-    """
-    pooled = tf_keras.layers.GlobalAveragePooling2D()(base(images, training=False)).numpy().astype(np.float64)
-    mean, std = pooled.mean(axis=0), pooled.std(axis=0)
-    alive = std > 0
-    logger.info('Standardising the random base\'s features (%d of %d vary; median std %.3g), '
-                'measured on %d training images', alive.sum(), len(std),
-                float(np.median(std[alive])) if alive.any() else 0.0, len(pooled))
-    std[~alive] = 1.0  # a dead feature stays at zero instead of dividing by zero
-    return mean, std
 
 
 def probabilities(logits: tf.Tensor, num_classes: int) -> tf.Tensor:
@@ -136,8 +193,8 @@ def probabilities(logits: tf.Tensor, num_classes: int) -> tf.Tensor:
     return tf.nn.softmax(logits, axis=-1)
 
 
-def trainable_counts(model: tf_keras.Model) -> tuple:
+def trainable_counts(model: tf_keras.Model) -> Tuple[int, int]:
     """(trainable, frozen) parameter counts, as model.summary() reports them."""
-    trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
-    frozen = sum(int(tf.size(w)) for w in model.non_trainable_weights)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     return trainable, frozen

@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.features import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from components.features import IMAGE_KEY, LABEL_KEY
 from components.model import probabilities
 
 SERVING_SIGNATURE = 'serving_default'
@@ -37,13 +37,14 @@ class _ServingModule(tf.Module):
         # A variable (not a constant) so the names are saved and readable after loading.
         self.class_names = tf.Variable(list(class_names), trainable=False, name='class_names')
         self._num_classes = len(class_names)
+        self._input_keys = list(model.input_names)
         raw_spec = tf_transform_output.raw_feature_spec()
         raw_spec.pop(LABEL_KEY, None)
         self._raw_spec = raw_spec
 
     def _probabilities(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
         transformed = self.tft_layer(raw_features)
-        logits = self.model(transformed[TRANSFORMED_IMAGE_KEY], training=False)
+        logits = self.model({key: transformed[key] for key in self._input_keys}, training=False)
         return probabilities(logits, self._num_classes)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])

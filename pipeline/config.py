@@ -1,9 +1,11 @@
 """The pipeline's one typed configuration.
 
 A flat YAML file (see `pipeline/config.yaml` for every key, documented) is validated by
-`PipelineConfig`. The model is split into nested parts by inheritance, so each TFX
-component receives exactly the keys it uses: changing `min_accuracy` must not
-invalidate the cached Trainer, changing `learning_rate` must not re-run Transform.
+`PipelineConfig`. From it come the specs each TFX component receives, holding exactly the
+keys it uses (changing `min_accuracy` must not invalidate the cached Trainer, changing
+`learning_rate` must not re-run Transform): `PreprocessingSpec` for Transform and
+`TrainingSpec` for the Trainer, with one resolved `BackboneSpec` per backbone (an entry of
+`backbones:` takes the top-level key for every field it does not set).
 
 Relative paths in a config file are resolved against the file's own folder; relative
 paths given with `--set` are resolved against the current directory.
@@ -12,20 +14,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Optional
+from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr,
+                      ValidationError, field_validator, model_validator)
 
 PIPELINE_CONFIG_ENV = 'PIPELINE_CONFIG'
 DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
 
-# Sizes for which Keras publishes ImageNet weights of MobileNetV2 (other sizes load the 224 px ones).
-MOBILENET_V2_PRETRAINED_SIZES = (96, 128, 160, 192, 224)
+BackboneName = Literal['mobilenet_v2', 'resnet50', 'inception_v3', 'vgg16', 'efficientnet_b0', 'hub']
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-MOBILENET_V2_MIN_SIZE = 32
 # Besides these, `weights` may be the path of a Keras weights file.
 WEIGHTS_CHOICES = ('imagenet', 'imagenet-torchvision', 'none')
+MAX_IMAGE_SIZE = 1024
+# A layer index, a fraction of the base's layers (0 < f < 1), or a layer name.
+FineTuneAt = Union[StrictInt, StrictFloat, StrictStr]
+# Name of the transformed image (and model input) when there is a single backbone.
+SINGLE_INPUT_KEY = 'image'
 
 
 class ConfigError(ValueError):
@@ -36,76 +42,72 @@ def _is_remote(path: str) -> bool:
     return '://' in path
 
 
+def _registry():
+    """The backbone registry (components/backbones.py), the one place that knows backbones."""
+    from components import backbones
+    return backbones
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra='forbid', frozen=True, validate_default=True)
 
 
-class PreprocessingConfig(_Strict):
-    """What Transform needs: how raw image bytes become the backbone's input tensor."""
+class BackboneSpec(_Strict):
+    """One backbone, fully resolved: what Transform and the Trainer build it from."""
 
-    backbone: Literal['mobilenet_v2'] = 'mobilenet_v2'
-    image_size: int = Field(160, description='Square input size in pixels.')
-
-    @field_validator('image_size')
-    @classmethod
-    def _image_size_in_range(cls, value: int) -> int:
-        if value < MOBILENET_V2_MIN_SIZE:
-            raise ValueError(f'must be at least {MOBILENET_V2_MIN_SIZE} px for mobilenet_v2, got {value}')
-        if value > 1024:
-            raise ValueError(f'{value} px is larger than this pipeline supports (1024)')
-        return value
-
-
-class TrainingConfig(PreprocessingConfig):
-    """What the Trainer needs: the model and the two-phase transfer-learning recipe."""
-
-    alpha: float = 1.0
+    name: BackboneName
+    key: str = SINGLE_INPUT_KEY
+    image_size: int = 160
     weights: str = 'imagenet'
+    alpha: float = 1.0
     padding: Literal['auto', 'keras', 'torchvision'] = 'auto'
-    batch_size: int = Field(32, ge=1)
-    head_epochs: int = Field(10, ge=0)
-    fine_tune_epochs: int = Field(10, ge=0)
-    fine_tune_at: int = Field(100, ge=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    fine_tune_learning_rate: Optional[float] = Field(None, gt=0)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    augmentation: bool = True
-    seed: int = 42
-
-    @field_validator('alpha')
-    @classmethod
-    def _known_alpha(cls, value: float) -> float:
-        if value not in MOBILENET_V2_ALPHAS:
-            raise ValueError(f'must be one of {list(MOBILENET_V2_ALPHAS)}, got {value}')
-        return value
-
-    @field_validator('weights')
-    @classmethod
-    def _weights_kind(cls, value: str) -> str:
-        if value in WEIGHTS_CHOICES:
-            return value
-        if not value:
-            raise ValueError(f'must be one of {", ".join(WEIGHTS_CHOICES)} or a path to a Keras weights file')
-        if not _is_remote(value) and not os.path.isfile(value):
-            raise ValueError(
-                f'is not one of {", ".join(WEIGHTS_CHOICES)}, so it must be a path to a Keras weights '
-                f'file, but {value!r} does not exist')
-        return value
+    fine_tune_at: Optional[FineTuneAt] = None
+    hub_handle: Optional[str] = None
 
     @model_validator(mode='after')
-    def _something_to_train(self) -> 'TrainingConfig':
-        if self.head_epochs + self.fine_tune_epochs == 0:
-            raise ValueError('head_epochs and fine_tune_epochs are both 0: nothing would be trained')
+    def _consistent(self) -> 'BackboneSpec':
+        facts = _registry().get(self.name)
+        problems = []
+        if not facts.min_size <= self.image_size <= MAX_IMAGE_SIZE:
+            problems.append(('image_size', f'must be between {facts.min_size} (the minimum of {self.name}) '
+                                           f'and {MAX_IMAGE_SIZE} px, got {self.image_size}'))
+        if facts.has_alpha and self.alpha not in MOBILENET_V2_ALPHAS:
+            problems.append(('alpha', f'must be one of {list(MOBILENET_V2_ALPHAS)}, got {self.alpha}'))
+        if self.name == 'hub':
+            if not self.hub_handle:
+                problems.append(('hub_handle', 'backbone hub needs hub_handle: a TF-Hub SavedModel folder or handle'))
+        else:
+            if self.hub_handle:
+                problems.append(('hub_handle', f'only applies to backbone hub, not {self.name}'))
+            problems.extend(self._weights_problems())
+        problems.extend(self._fine_tune_at_problems(facts))
+        if problems:
+            raise ValueError('; '.join(f'{key}: {message}' for key, message in problems))
         return self
 
-    @model_validator(mode='after')
-    def _torchvision_weights_fit(self) -> 'TrainingConfig':
-        if self.weights == 'imagenet-torchvision' and self.alpha != 1.0:
-            raise ValueError(f'weights: imagenet-torchvision exists for alpha 1.0 only, not alpha {self.alpha}')
+    def _weights_problems(self) -> List[Tuple[str, str]]:
+        if self.weights == 'imagenet-torchvision' and (self.name != 'mobilenet_v2' or self.alpha != 1.0):
+            return [('weights', f'imagenet-torchvision exists for mobilenet_v2 with alpha 1.0 only, not '
+                                f'{self.name}' + (f' with alpha {self.alpha}' if self.name == 'mobilenet_v2' else ''))]
         if self.padding == 'torchvision' and self.weights != 'imagenet-torchvision':
-            raise ValueError('padding: torchvision reproduces torchvision\'s arithmetic and only makes '
-                             'sense with weights: imagenet-torchvision')
-        return self
+            return [('padding', 'torchvision reproduces torchvision\'s arithmetic and only makes sense with '
+                                'weights: imagenet-torchvision')]
+        if self.weights not in WEIGHTS_CHOICES and not _is_remote(self.weights) and not os.path.isfile(self.weights):
+            return [('weights', f'is not one of {", ".join(WEIGHTS_CHOICES)}, so it must be a path to a Keras '
+                                f'weights file, but {self.weights!r} does not exist')]
+        return []
+
+    def _fine_tune_at_problems(self, facts) -> List[Tuple[str, str]]:
+        value = self.fine_tune_at
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return [('fine_tune_at', 'must be a layer index, a fraction or a layer name')] \
+                if isinstance(value, bool) else []
+        if isinstance(value, float) and not 0 < value < 1:
+            return [('fine_tune_at', f'a fraction of the layers must be between 0 and 1, got {value}')]
+        if isinstance(value, int) and not 0 <= value < (facts.num_layers or 1):
+            return [('fine_tune_at', f'{self.name} has {facts.num_layers} layers, so a layer index must be '
+                                     f'0 to {facts.num_layers - 1}; got {value}')]
+        return []
 
     @property
     def torchvision_padding(self) -> bool:
@@ -115,9 +117,104 @@ class TrainingConfig(PreprocessingConfig):
         return self.padding == 'torchvision'
 
     @property
+    def effective_fine_tune_at(self) -> FineTuneAt:
+        return _registry().get(self.name).default_fine_tune_at if self.fine_tune_at is None else self.fine_tune_at
+
+    def weights_description(self) -> str:
+        return 'the hub module\'s own' if self.name == 'hub' else self.weights
+
+
+class BackboneEntry(_Strict):
+    """An item of `backbones:`; unset fields take the top-level key of the same name."""
+
+    name: BackboneName
+    image_size: Optional[int] = None
+    weights: Optional[str] = None
+    alpha: Optional[float] = None
+    padding: Optional[Literal['auto', 'keras', 'torchvision']] = None
+    fine_tune_at: Optional[FineTuneAt] = None
+    hub_handle: Optional[str] = None
+
+
+class AugmentationSpec(_Strict):
+    """Random changes applied in training only; the defaults are the tutorial's."""
+
+    flip: bool = True
+    rotation: float = Field(0.2, ge=0, le=0.5, description='fraction of a full turn')
+    zoom: float = Field(0.0, ge=0, lt=1)
+    contrast: float = Field(0.0, ge=0, lt=1)
+
+
+def _augmentation_from_switch(value: Any) -> Any:
+    """`augmentation: true` means the defaults, `false` (or null) means none."""
+    if value is True:
+        return AugmentationSpec()
+    if value is False:
+        return None
+    return value
+
+
+class InputSpec(_Strict):
+    """One tensor Transform emits: the image decoded, resized and scaled for one backbone."""
+
+    key: str
+    backbone: BackboneName
+    image_size: int
+
+
+class PreprocessingSpec(_Strict):
+    """What Transform needs: one input per backbone."""
+
+    inputs: List[InputSpec]
+
+
+class _Recipe(_Strict):
+    """The head and the two-phase training recipe: the same keys in the config and the spec."""
+
+    head: Literal['auto', 'gap', 'max', 'flatten'] = 'auto'
+    hidden_units: List[int] = Field(default_factory=list)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    head_epochs: int = Field(10, ge=0)
+    fine_tune_epochs: int = Field(10, ge=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    fine_tune_learning_rate: Optional[float] = Field(None, gt=0)
+    augmentation: Optional[AugmentationSpec] = AugmentationSpec()
+    seed: int = 42
+
+    _augmentation_switch = field_validator('augmentation', mode='before')(_augmentation_from_switch)
+
+    @field_validator('hidden_units')
+    @classmethod
+    def _positive_units(cls, value: List[int]) -> List[int]:
+        if any(units < 1 for units in value):
+            raise ValueError(f'every hidden layer needs at least one unit, got {value}')
+        return value
+
+    @model_validator(mode='after')
+    def _something_to_train(self) -> '_Recipe':
+        if self.head_epochs + self.fine_tune_epochs == 0:
+            raise ValueError('head_epochs and fine_tune_epochs are both 0: nothing would be trained')
+        return self
+
+    @property
     def effective_fine_tune_learning_rate(self) -> float:
         """The tutorial fine-tunes at a tenth of the head's learning rate."""
         return self.fine_tune_learning_rate or self.learning_rate / 10
+
+
+class TrainingSpec(_Recipe):
+    """What the Trainer needs: the backbones, the head and the two-phase recipe."""
+
+    backbones: List[BackboneSpec]
+
+    @property
+    def any_random_backbone(self) -> bool:
+        return any(b.weights == 'none' for b in self.backbones if b.name != 'hub')
+
+
+_BACKBONE_KEYS = ('image_size', 'weights', 'alpha', 'padding', 'fine_tune_at', 'hub_handle')
+_RECIPE_KEYS = tuple(_Recipe.model_fields)
 
 
 class SplitRatios(_Strict):
@@ -128,8 +225,8 @@ class SplitRatios(_Strict):
     test: int = Field(10, ge=1)
 
 
-class PipelineConfig(TrainingConfig):
-    """Everything: data, outputs, the gate and how the pipeline runs."""
+class PipelineConfig(_Recipe):
+    """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
     pipeline_name: str = Field('image-transfer-learning', pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
     data_root: str
@@ -139,10 +236,25 @@ class PipelineConfig(TrainingConfig):
     serving_dir: Optional[str] = None
     cli_home: Optional[str] = None
     split_ratios: SplitRatios = SplitRatios()
+
+    # The model: one backbone, or several side by side (`backbones`), then the head.
+    backbone: BackboneName = 'mobilenet_v2'
+    backbones: Optional[List[Union[BackboneName, BackboneEntry]]] = None
+    image_size: int = 160
+    alpha: float = 1.0
+    weights: str = 'imagenet'
+    padding: Literal['auto', 'keras', 'torchvision'] = 'auto'
+    fine_tune_at: Optional[FineTuneAt] = None
+    hub_handle: Optional[str] = None
+    # (The head and the recipe: see _Recipe.)
+
+    # The gate and the run.
     min_accuracy: float = Field(0.5, ge=0)
     max_accuracy_drop: float = Field(0.0, ge=0, le=1)
     beam_args: List[str] = Field(default_factory=lambda: ['--direct_running_mode=in_memory'])
     enable_cache: bool = True
+
+    _training: TrainingSpec = PrivateAttr()
 
     @field_validator('data_root')
     @classmethod
@@ -173,15 +285,47 @@ class PipelineConfig(TrainingConfig):
                 object.__setattr__(self, key, default)
         return self
 
-    def preprocessing(self) -> PreprocessingConfig:
-        return _project(self, PreprocessingConfig)
+    @model_validator(mode='after')
+    def _resolve_model(self) -> 'PipelineConfig':
+        """Builds (and so validates) the per-backbone specs; errors name the key as written."""
+        specs = [self._backbone_spec(index, entry) for index, entry in enumerate(self._entries())]
+        try:
+            self._training = TrainingSpec(backbones=specs, **{k: getattr(self, k) for k in _RECIPE_KEYS})
+        except ValidationError as error:
+            raise ValueError('; '.join(_messages(error))) from None
+        return self
 
-    def training(self) -> TrainingConfig:
-        return _project(self, TrainingConfig)
+    def _entries(self) -> List[BackboneEntry]:
+        if self.backbones is None:
+            return [BackboneEntry(name=self.backbone)]
+        if not self.backbones:
+            raise ValueError('backbones: is empty; list one or more backbones, or remove it and use backbone')
+        return [BackboneEntry(name=item) if isinstance(item, str) else item for item in self.backbones]
+
+    def _backbone_spec(self, index: int, entry: BackboneEntry) -> BackboneSpec:
+        ensemble = self.backbones is not None and len(self.backbones) > 1
+        values = {key: getattr(entry, key) if getattr(entry, key) is not None else getattr(self, key)
+                  for key in _BACKBONE_KEYS}
+        if entry.name == 'hub':
+            values['weights'] = 'imagenet'  # a hub module carries its own weights
+        key = f'image_{index}_{entry.name}' if ensemble else SINGLE_INPUT_KEY
+        try:
+            return BackboneSpec(name=entry.name, key=key, **values)
+        except ValidationError as error:
+            where = f'backbones[{index}] ({entry.name}): ' if self.backbones is not None else ''
+            raise ValueError(where + '; '.join(_messages(error))) from None
+
+    def preprocessing(self) -> PreprocessingSpec:
+        return PreprocessingSpec(inputs=[InputSpec(key=b.key, backbone=b.name, image_size=b.image_size)
+                                         for b in self._training.backbones])
+
+    def training(self) -> TrainingSpec:
+        return self._training
 
 
-def _project(config: BaseModel, model: type) -> Any:
-    return model(**{name: getattr(config, name) for name in model.model_fields})
+def _messages(error: ValidationError) -> List[str]:
+    return [(('.'.join(str(p) for p in e['loc']) + ': ') if e['loc'] else '') +
+            e['msg'].removeprefix('Value error, ') for e in error.errors()]
 
 
 # Keys whose values are file-system paths and are resolved relative to where they were written.
@@ -201,7 +345,17 @@ def _resolve_paths(raw: Dict[str, Any], base: Path) -> Dict[str, Any]:
             resolved[key] = _resolve_path(resolved[key], base)
     if resolved.get('weights') not in (None,) + WEIGHTS_CHOICES:
         resolved['weights'] = _resolve_path(resolved['weights'], base)
+    if isinstance(resolved.get('hub_handle'), str):
+        resolved['hub_handle'] = _resolve_local_handle(resolved['hub_handle'], base)
+    if isinstance(resolved.get('backbones'), list):
+        resolved['backbones'] = [_resolve_paths(item, base) if isinstance(item, dict) else item
+                                 for item in resolved['backbones']]
     return resolved
+
+
+def _resolve_local_handle(handle: str, base: Path) -> str:
+    """A hub handle is a URL or a local folder; only the folder is relative to the config."""
+    return handle if _is_remote(handle) else _resolve_path(handle, base)
 
 
 def parse_overrides(overrides: Iterable[str]) -> Dict[str, Any]:
@@ -242,13 +396,13 @@ def _merge(base: Dict[str, Any], updates: Dict[str, Any]) -> Dict[str, Any]:
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f'Invalid configuration ({source}):']
     for problem in error.errors():
-        key = '.'.join(str(part) for part in problem['loc']) or '(top level)'
-        message = problem['msg']
+        key = '.'.join(str(part) for part in problem['loc'])
+        message = problem['msg'].removeprefix('Value error, ')
         if problem['type'] == 'extra_forbidden':
             message = 'unknown key (see pipeline/config.yaml for the keys that exist)'
         elif problem['type'] == 'missing':
             message = 'required key is missing'
-        lines.append(f'  {key}: {message.removeprefix("Value error, ")}')
+        lines.append(f'  {key}: {message}' if key else f'  {message}')
     return '\n'.join(lines)
 
 

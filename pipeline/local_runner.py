@@ -42,13 +42,14 @@ def run(config: PipelineConfig, verbose: bool = False) -> bool:
     """Runs the whole pipeline; returns whether a model was pushed in this run."""
     log_file = run_logging.configure(os.path.join(config.output_dir, 'logs'), verbose)
     with _run_environment(config.output_dir):
-        from components.backbones import WeightsUnavailableError, resolve_weights
+        from components.backbones import WeightsUnavailableError, check_available
         from pipeline import run_summary
         from pipeline.tfx_pipeline import create_pipeline
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
         try:
-            resolve_weights(config.training())  # fail now, not after an hour of data processing
+            for backbone in config.training().backbones:  # fail now, not after an hour of data processing
+                check_available(backbone)
         except WeightsUnavailableError as error:
             logger.error('%s', error)
             raise SystemExit(2) from None

@@ -49,3 +49,15 @@ def tiny_config_values(data_root: Path, output_dir: Path, **overrides) -> dict:
     )
     values.update(overrides)
     return values
+
+
+def backbone_spec(**overrides):
+    """A tiny MobileNetV2 spec (alpha 0.35, 32 px, random weights) unless overridden."""
+    from pipeline.config import BackboneSpec
+    return BackboneSpec(**{'name': 'mobilenet_v2', 'image_size': 32, 'alpha': 0.35, 'weights': 'none',
+                           **overrides})
+
+
+def training_spec(backbones=None, **overrides):
+    from pipeline.config import TrainingSpec
+    return TrainingSpec(backbones=backbones or [backbone_spec()], **{'augmentation': False, **overrides})

@@ -23,8 +23,9 @@ def test_shipped_default_config_is_valid_and_documented():
 def test_tutorial_defaults():
     config = PipelineConfig(data_root='.', output_dir='out')
     assert (config.image_size, config.batch_size, config.learning_rate) == (160, 32, 1e-4)
-    assert (config.head_epochs, config.fine_tune_epochs, config.fine_tune_at) == (10, 10, 100)
-    assert config.effective_fine_tune_learning_rate == pytest.approx(1e-5)
+    assert (config.head_epochs, config.fine_tune_epochs) == (10, 10)
+    assert config.training().backbones[0].effective_fine_tune_at == 100
+    assert config.training().effective_fine_tune_learning_rate == pytest.approx(1e-5)
     assert config.weights == 'imagenet'
 
 
@@ -53,7 +54,7 @@ def test_unknown_key_is_named(tmp_path):
 
 
 @pytest.mark.parametrize('key,value,message', [
-    ('image_size', 16, 'image_size: must be at least 32'),
+    ('image_size', 16, 'image_size: must be between 32 \\(the minimum of mobilenet_v2\\)'),
     ('alpha', 0.6, 'alpha: must be one of'),
     ('batch_size', 0, 'batch_size: Input should be greater than or equal to 1'),
     ('learning_rate', -1, 'learning_rate: Input should be greater than 0'),
@@ -62,6 +63,11 @@ def test_unknown_key_is_named(tmp_path):
     ('beam_args', ['direct_num_workers=2'], 'beam_args: .*is not a Beam flag'),
     ('pipeline_name', 'has space', 'pipeline_name: String should match pattern'),
     ('backbone', 'resnet9000', 'backbone: Input should be'),
+    ('fine_tune_at', 1.5, 'fine_tune_at: a fraction of the layers must be between 0 and 1'),
+    ('fine_tune_at', 154, 'fine_tune_at: mobilenet_v2 has 154 layers'),
+    ('head', 'avg', 'head: Input should be'),
+    ('hidden_units', [64, 0], 'hidden_units: every hidden layer needs at least one unit'),
+    ('backbones', [], 'backbones: is empty'),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', **{key: value})
@@ -85,7 +91,7 @@ def test_set_overrides_parse_yaml_values_and_nested_keys(tmp_path):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
     config = load_config(path, ['head_epochs=3', 'augmentation=false', 'split_ratios.test=20',
                                 "beam_args=['--direct_num_workers=2']"])
-    assert config.head_epochs == 3 and config.augmentation is False
+    assert config.head_epochs == 3 and config.augmentation is None
     assert config.split_ratios.test == 20 and config.split_ratios.train == 80
     assert config.beam_args == ['--direct_num_workers=2']
 
@@ -110,10 +116,12 @@ def test_env_var_selects_the_config(tmp_path, monkeypatch):
 
 def test_components_receive_only_their_keys(tmp_path):
     config = load_config(write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o'))
-    assert set(config.preprocessing().model_dump()) == {'backbone', 'image_size'}
+    assert config.preprocessing().model_dump() == {
+        'inputs': [{'key': 'image', 'backbone': 'mobilenet_v2', 'image_size': 160}]}
     training = config.training().model_dump()
     assert 'min_accuracy' not in training and 'output_dir' not in training
-    assert training['fine_tune_at'] == 100
+    assert training['backbones'][0]['fine_tune_at'] is None
+    assert config.training().backbones[0].effective_fine_tune_at == 100  # mobilenet_v2's, the tutorial's
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -123,3 +131,45 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text('data_root: [unclosed')
     with pytest.raises(ConfigError, match='not valid YAML'):
         load_config(bad)
+
+
+def test_ensemble_entries_inherit_top_level_keys_and_errors_name_the_entry(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', weights='none', image_size=96,
+                        backbones=['vgg16', {'name': 'inception_v3', 'image_size': 299, 'fine_tune_at': 0.8}])
+    specs = load_config(path).training().backbones
+    assert [(b.name, b.key, b.image_size, b.weights) for b in specs] == [
+        ('vgg16', 'image_0_vgg16', 96, 'none'), ('inception_v3', 'image_1_inception_v3', 299, 'none')]
+    assert specs[1].fine_tune_at == 0.8
+    bad = write_config(tmp_path / 'bad.yaml', data_root='.', output_dir='o', weights='none',
+                       backbones=['vgg16', {'name': 'inception_v3', 'image_size': 64}])
+    with pytest.raises(ConfigError, match=r'backbones\[1\] \(inception_v3\): image_size: must be between 75'):
+        load_config(bad)
+
+
+def test_weights_and_hub_handle_fit_the_backbone(tmp_path):
+    torchvision_vgg = write_config(tmp_path / 'a.yaml', data_root='.', output_dir='o', backbone='vgg16',
+                                   weights='imagenet-torchvision')
+    with pytest.raises(ConfigError, match='imagenet-torchvision exists for mobilenet_v2 with alpha 1.0 only, not vgg16'):
+        load_config(torchvision_vgg)
+    hub_without_handle = write_config(tmp_path / 'b.yaml', data_root='.', output_dir='o', backbone='hub')
+    with pytest.raises(ConfigError, match='hub_handle: backbone hub needs hub_handle'):
+        load_config(hub_without_handle)
+    handle_without_hub = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', hub_handle='x')
+    with pytest.raises(ConfigError, match='hub_handle: only applies to backbone hub'):
+        load_config(handle_without_hub)
+    (tmp_path / 'model').mkdir()
+    hub = load_config(write_config(tmp_path / 'd.yaml', data_root='.', output_dir='o', backbone='hub',
+                                   hub_handle='model', weights='imagenet-torchvision'))
+    [spec] = hub.training().backbones
+    assert spec.hub_handle == str(tmp_path / 'model')  # relative to the config file
+    assert spec.weights_description() == "the hub module's own"
+
+
+def test_augmentation_switch_and_settings(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
+    assert load_config(path).training().augmentation.rotation == 0.2  # the tutorial's
+    assert load_config(path, ['augmentation=false']).training().augmentation is None
+    tuned = load_config(path, ['augmentation={zoom: 0.1, contrast: 0.2}']).training().augmentation
+    assert (tuned.flip, tuned.rotation, tuned.zoom, tuned.contrast) == (True, 0.2, 0.1, 0.2)
+    with pytest.raises(ConfigError, match='augmentation.rotation: Input should be less than or equal to 0.5'):
+        load_config(path, ['augmentation={rotation: 2}'])

@@ -6,19 +6,17 @@ import tf_keras
 
 from components import backbones
 from components import model as model_lib
-from pipeline.config import TrainingConfig
-
-SMALL = dict(image_size=32, alpha=0.35, weights='none', augmentation=False)
+from conftest import backbone_spec, training_spec
 
 
-def build(num_classes, **overrides):
-    params = TrainingConfig(**{**SMALL, **overrides})
-    return params, model_lib.build_classifier(params, num_classes)
+def build(num_classes, **backbone_overrides):
+    spec = training_spec([backbone_spec(**backbone_overrides)])
+    return spec, model_lib.build_classifier(spec, num_classes)
 
 
-def test_layer_count_constant_matches_keras():
-    _, classifier = build(3)
-    assert len(classifier.base.layers) == backbones.MOBILENET_V2.num_layers == 154
+def only_base(classifier):
+    [base] = classifier.bases.values()
+    return base
 
 
 @pytest.mark.parametrize('num_classes,logits', [(2, 1), (5, 5)])
@@ -26,6 +24,7 @@ def test_head_and_outputs(num_classes, logits):
     _, classifier = build(num_classes)
     layer_types = [type(layer).__name__ for layer in classifier.model.layers]
     assert layer_types == ['InputLayer', 'Functional', 'GlobalAveragePooling2D', 'Dropout', 'Dense']
+    assert classifier.model.input_names == ['image']
     out = classifier.model(np.zeros((4, 32, 32, 3), np.float32))
     assert out.shape == (4, logits)
     probs = model_lib.probabilities(out, num_classes).numpy()
@@ -51,12 +50,12 @@ def test_phases_freeze_and_unfreeze_the_right_parameters():
     assert isinstance(classifier.model.optimizer, tf_keras.optimizers.Adam)
 
     model_lib.compile_for_fine_tuning(classifier, params)
-    expected = sum(int(np.prod(w.shape)) for layer in classifier.base.layers[100:]
+    expected = sum(int(np.prod(w.shape)) for layer in only_base(classifier).layers[100:]
                    for w in layer.trainable_weights)
     trainable_ft, frozen_ft = model_lib.trainable_counts(classifier.model)
     assert trainable_ft == head_params + expected
     assert trainable + frozen == trainable_ft + frozen_ft
-    assert all(not layer.trainable for layer in classifier.base.layers[:100])
+    assert all(not layer.trainable for layer in only_base(classifier).layers[:100])
     assert isinstance(classifier.model.optimizer, tf_keras.optimizers.RMSprop)
     assert classifier.model.optimizer.learning_rate.numpy() == pytest.approx(1e-5)
 
@@ -65,14 +64,14 @@ def test_phases_freeze_and_unfreeze_the_right_parameters():
 def weights_file(tmp_path_factory):
     """A weights file, so the model counts as pretrained (weights is a path, not none)."""
     path = str(tmp_path_factory.mktemp('weights') / 'base.h5')
-    backbones.build_base(TrainingConfig(**SMALL)).save_weights(path)
+    backbones.build_base(backbone_spec()).save_weights(path)
     return path
 
 
 def test_batchnorm_stays_in_inference_mode_while_fine_tuning(weights_file):
     params, classifier = build(3, fine_tune_at=100, weights=weights_file)
     model_lib.compile_for_fine_tuning(classifier, params)
-    bn = [layer for layer in classifier.base.layers[100:]
+    bn = [layer for layer in only_base(classifier).layers[100:]
           if isinstance(layer, tf_keras.layers.BatchNormalization)][0]
     assert bn.trainable  # unfrozen, so its gamma/beta train...
     before = bn.moving_mean.numpy().copy()
@@ -86,26 +85,35 @@ def test_random_base_keeps_batchnorm_frozen_while_fine_tuning():
     add offsets a trillion times larger than the signal (the loss went to 3e8 before this)."""
     params, classifier = build(3, fine_tune_at=100)
     model_lib.compile_for_fine_tuning(classifier, params)
-    unfrozen = classifier.base.layers[100:]
+    unfrozen = only_base(classifier).layers[100:]
     assert all(not layer.trainable for layer in unfrozen
                if isinstance(layer, tf_keras.layers.BatchNormalization))
     assert any(layer.trainable for layer in unfrozen if isinstance(layer, tf_keras.layers.Conv2D))
 
 
-def test_fine_tune_at_beyond_the_base_is_an_error():
-    with pytest.raises(ValueError, match='fine_tune_at=154 but mobilenet_v2 has only 154 layers'):
-        build(3, fine_tune_at=154)
+@pytest.mark.parametrize('fine_tune_at,start', [(100, 100), (0.5, 77), ('block_16_expand', 143)])
+def test_fine_tune_at_is_an_index_a_fraction_or_a_layer_name(fine_tune_at, start):
+    spec, classifier = build(3, fine_tune_at=fine_tune_at)
+    model_lib.unfreeze_for_fine_tuning(classifier)
+    layers = only_base(classifier).layers
+    assert not layers[start - 1].trainable and layers[start].trainable
+
+
+def test_unknown_fine_tune_layer_is_named():
+    with pytest.raises(ValueError, match="has no layer 'block_99_expand'; similar: block_1_expand"):
+        build(3, fine_tune_at='block_99_expand')
 
 
 def test_random_base_features_are_standardised_before_the_head():
-    params = TrainingConfig(**SMALL)
-    base = backbones.build_base(params)
-    images = tf.random.uniform((64, 32, 32, 3), -1, 1, seed=1)
-    raw = tf_keras.layers.GlobalAveragePooling2D()(base(images, training=False)).numpy()
+    spec = training_spec()
+    bases = model_lib.build_bases(spec)
+    images = {'image': tf.random.uniform((64, 32, 32, 3), -1, 1, seed=1)}
+    extractor = model_lib.build_feature_extractor(spec, bases)
+    raw = extractor(images).numpy()
     alive = raw.std(axis=0) > 0
     assert np.median(raw.std(axis=0)[alive]) < 1e-6  # what a random base gives: nearly nothing
-    classifier = model_lib.build_classifier(params, 3, base=base,
-                                            feature_stats=model_lib.feature_statistics(base, images))
+    classifier = model_lib.build_classifier(spec, 3, bases=bases,
+                                            feature_stats=model_lib.feature_statistics(extractor, images))
     standardize = classifier.model.get_layer('standardize_features')
     pooled = tf_keras.Model(classifier.model.input, standardize.output)(images).numpy()
     np.testing.assert_allclose(pooled.mean(axis=0), 0, atol=1e-3)
@@ -117,9 +125,8 @@ def test_imagenet_weights_offline_fail_with_instructions(monkeypatch):
     def offline(*args, **kwargs):
         raise Exception('URL fetch failure: [Errno -2] Name or service not known')
     monkeypatch.setattr(tf_keras.utils, 'get_file', offline)
-    params = TrainingConfig(image_size=160, alpha=1.0, weights='imagenet')
     with pytest.raises(backbones.WeightsUnavailableError) as error:
-        backbones.resolve_weights(params)
+        backbones.resolve_weights(backbone_spec(image_size=160, alpha=1.0, weights='imagenet'))
     message = str(error.value)
     assert 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5' in message
     assert 'https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/' in message
@@ -127,22 +134,22 @@ def test_imagenet_weights_offline_fail_with_instructions(monkeypatch):
 
 
 def test_sizes_without_published_weights_use_the_224_file():
-    assert backbones.keras_imagenet_weights_name(0.35, 64).endswith('_0.35_224_no_top.h5')
-    assert backbones.keras_imagenet_weights_name(1.0, 96).endswith('_1.0_96_no_top.h5')
+    url = backbones.MOBILENET_V2.imagenet_url
+    assert url(backbone_spec(alpha=0.35, image_size=64)).endswith('_0.35_224_no_top.h5')
+    assert url(backbone_spec(alpha=1.0, image_size=96)).endswith('_1.0_96_no_top.h5')
 
 
 def test_local_weights_file_is_loaded(tmp_path):
-    params, source = build(3)
+    source = backbones.build_base(backbone_spec())
     path = str(tmp_path / 'base.h5')
-    source.base.save_weights(path)
-    loaded = backbones.build_base(TrainingConfig(**{**SMALL, 'weights': path}))
-    for a, b in zip(source.base.weights, loaded.weights, strict=True):
+    source.save_weights(path)
+    loaded = backbones.build_base(backbone_spec(weights=path))
+    for a, b in zip(source.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_wrong_weights_file_is_a_clear_error(tmp_path):
-    _, other = build(3, alpha=0.5)
     path = str(tmp_path / 'alpha05.h5')
-    other.base.save_weights(path)
-    with pytest.raises(backbones.WeightsUnavailableError, match='could not be loaded into MobileNetV2'):
-        backbones.build_base(TrainingConfig(**{**SMALL, 'weights': path}))
+    backbones.build_base(backbone_spec(alpha=0.5)).save_weights(path)
+    with pytest.raises(backbones.WeightsUnavailableError, match='could not be loaded into mobilenet_v2'):
+        backbones.build_base(backbone_spec(weights=path))

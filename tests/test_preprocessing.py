@@ -21,7 +21,8 @@ RAW_SPEC = {
 
 def transform(raw_examples):
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
-    custom_config = {'backbone': 'mobilenet_v2', 'image_size': SIZE, 'code_version': 'test'}
+    custom_config = {'inputs': [{'key': 'image', 'backbone': 'mobilenet_v2', 'image_size': SIZE}],
+                     'code_version': 'test'}
     with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
         (transformed, _), transform_fn = (raw_examples, metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, custom_config))
@@ -66,3 +67,19 @@ def test_transform_graph_serves_raw_bytes_without_label(tmp_path):
     assert 'label' not in outputs
     with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
         layer({'image_raw': tf.constant([[b'not an image']])})
+
+
+def test_one_tensor_per_backbone_each_with_its_own_size_and_scaling():
+    config = {'inputs': [{'key': 'image_0_vgg16', 'backbone': 'vgg16', 'image_size': 24},
+                         {'key': 'image_1_inception_v3', 'backbone': 'inception_v3', 'image_size': 75}]}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+    raw = [{'image_raw': [image_bytes((250, 10, 128))], 'label': [1], 'filename': [b'a.png']}]
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        (transformed, _), _ = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, config))
+    [row] = transformed
+    assert set(row) == {'label', 'image_0_vgg16', 'image_1_inception_v3'}
+    vgg, inception = np.asarray(row['image_0_vgg16']), np.asarray(row['image_1_inception_v3'])
+    assert vgg.shape == (24, 24, 3) and inception.shape == (75, 75, 3)
+    assert vgg[..., 2].mean() > 100  # caffe: BGR order, mean subtracted, red ~250 - 124
+    assert -1 <= inception.min() and inception.max() <= 1 and inception[..., 0].mean() > 0.9

@@ -38,8 +38,8 @@ def test_components_get_only_their_config(config):
     by_id = {c.id: c for c in tfx_pipeline.create_pipeline(config).components}
     transform_config = json.loads(by_id['Transform'].exec_properties['custom_config'])
     trainer_config = json.loads(by_id['Trainer'].exec_properties['custom_config'])
-    assert set(transform_config) == {'backbone', 'image_size', 'code_version'}
-    assert 'min_accuracy' not in trainer_config and trainer_config['alpha'] == 0.35
+    assert set(transform_config) == {'inputs', 'code_version'}
+    assert 'min_accuracy' not in trainer_config and trainer_config['backbones'][0]['alpha'] == 0.35
     assert transform_config['code_version'] == trainer_config['code_version'] == tfx_pipeline.code_fingerprint()
 
 

@@ -10,7 +10,8 @@ import tf_keras
 from components import backbones, torch_checkpoint
 from components import weights as weights_lib
 from components.torchvision_padding import with_torchvision_padding
-from pipeline.config import ConfigError, TrainingConfig, load_config
+from conftest import backbone_spec
+from pipeline.config import ConfigError, load_config
 
 
 @pytest.fixture(scope='module')
@@ -154,7 +155,7 @@ def _handwritten_state_dict() -> bytes:
 
 def test_pipeline_value_converts_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv('KERAS_HOME', str(tmp_path))
-    params = TrainingConfig(image_size=96, alpha=1.0, weights='imagenet-torchvision', augmentation=False)
+    params = backbone_spec(image_size=96, alpha=1.0, weights='imagenet-torchvision')
     path = backbones.resolve_weights(params)
     assert path == str(tmp_path / 'models' / weights_lib.NO_TOP_FILE)
     first_mtime = os.path.getmtime(path)
@@ -180,7 +181,7 @@ def test_missing_package_says_how_to_get_it(monkeypatch, tmp_path):
 def test_config_rejects_torchvision_weights_at_other_widths(tmp_path):
     config = tmp_path / 'c.yaml'
     config.write_text('data_root: .\noutput_dir: o\nweights: imagenet-torchvision\nalpha: 0.5\n')
-    with pytest.raises(ConfigError, match='imagenet-torchvision exists for alpha 1.0 only'):
+    with pytest.raises(ConfigError, match='imagenet-torchvision exists for mobilenet_v2 with alpha 1.0 only'):
         load_config(config)
     config.write_text('data_root: .\noutput_dir: o\nweights: none\npadding: torchvision\n')
     with pytest.raises(ConfigError, match='only makes sense with weights: imagenet-torchvision'):

@@ -1,4 +1,4 @@
-"""Transform's `preprocessing_fn`: raw image bytes to the backbone's input tensor.
+"""Transform's `preprocessing_fn`: raw image bytes to one input tensor per backbone.
 
 This file is TFX's Transform module file. TFX packages every .py file of this folder into
 the component's cache key, so the folder holds nothing else; the code it calls lives in the
@@ -9,20 +9,22 @@ from typing import Any, Dict
 import tensorflow as tf
 
 from components import backbones
-from components.features import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from components.features import IMAGE_KEY, LABEL_KEY
 from components.image_decoding import decode_images
-from pipeline.config import PreprocessingConfig
+from pipeline.config import PreprocessingSpec
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-    """Decodes, forces 3 channels, resizes and scales as the backbone expects.
+    """Decodes, forces 3 channels, resizes and scales as each backbone expects.
 
-    The label passes through; it is dropped automatically at serving time, where only
-    `image_raw` is fed.
+    Each image is decoded once per distinct size. The label passes through; it is dropped
+    automatically at serving time, where only `image_raw` is fed.
     """
-    config = PreprocessingConfig(**{key: custom_config[key] for key in PreprocessingConfig.model_fields})
-    images = decode_images(inputs[IMAGE_KEY], config.image_size)
-    return {
-        TRANSFORMED_IMAGE_KEY: backbones.get(config.backbone).preprocess(images),
-        LABEL_KEY: tf.reshape(inputs[LABEL_KEY], [-1]),
-    }
+    spec = PreprocessingSpec(**{key: custom_config[key] for key in PreprocessingSpec.model_fields})
+    decoded = {}
+    outputs = {LABEL_KEY: tf.reshape(inputs[LABEL_KEY], [-1])}
+    for item in spec.inputs:
+        if item.image_size not in decoded:
+            decoded[item.image_size] = decode_images(inputs[IMAGE_KEY], item.image_size)
+        outputs[item.key] = backbones.get(item.backbone).preprocess(decoded[item.image_size])
+    return outputs
