@@ -225,11 +225,14 @@ class PipelineConfig(TrainingConfig):
     def preprocessing(self) -> PreprocessingConfig:
         return _project(self, PreprocessingConfig)
 
+    def training(self) -> TrainingConfig:
+        return _project(self, TrainingConfig)
+
     def check_runs_on_kubeflow(self) -> None:
         """Raises a ConfigError naming every key that cannot work in containers on a cluster.
 
-        The containers see neither this machine's files nor a local path, so data, artifacts,
-        pushed models and a weights file must live on storage they and Kubeflow can reach.
+        The containers see nothing of this machine: data, artifacts and pushed models must be on
+        storage TFX can use from there, and the weights must come from the image or the internet.
         """
         problems = []
         if not self.container_image:
@@ -247,9 +250,6 @@ class PipelineConfig(TrainingConfig):
                             f'by the Trainer)')
         if problems:
             raise ConfigError('Configuration cannot run on Kubeflow:\n' + '\n'.join('  ' + p for p in problems))
-
-    def training(self) -> TrainingConfig:
-        return _project(self, TrainingConfig)
 
 
 def _project(config: BaseModel, model: type) -> Any:

@@ -1,6 +1,7 @@
 """`python -m kubeflow.runner`: the compiled spec, read back with kfp's own types."""
 import json
 
+import kfp.components
 import pytest
 import yaml
 from google.protobuf import json_format
@@ -47,6 +48,10 @@ def test_all_components_in_dependency_order(spec):
     assert all(_depends_on(spec, later, earlier) for earlier, later in zip(spine, spine[1:]))
     assert _depends_on(spec, 'Trainer', 'ImportSchemaGen')
     assert _depends_on(spec, 'Evaluator', 'latest_blessed_model_resolver-model-resolver')
+
+
+def test_kfp_loads_the_yaml_as_a_pipeline(kubeflow_spec_yaml):
+    assert kfp.components.load_component_from_file(str(kubeflow_spec_yaml)).name == 'tiny-test'
 
 
 def test_trainer_requests_the_configured_gpu_and_limits(spec):
@@ -117,6 +122,7 @@ def test_json_is_a_vertex_pipeline_job(tmp_path):
     (dict(output_dir='/local/out'), "pipeline_root: '/local/out/pipeline_root' is not storage"),
     (dict(serving_dir='s3://bucket/serving'), "serving_dir: 's3://bucket/serving' is not storage"),
     (dict(weights='none', data_root='/tmp'), "data_root: '/tmp' is not storage"),
+    (dict(weights=str(tfx_pipeline.SCHEMA_FILE)), 'weights: the file .* is on this machine'),
 ])
 def test_configs_that_cannot_run_on_a_cluster_are_refused_by_key(overrides, message):
     config = PipelineConfig(**kubeflow_config_values(**overrides))
