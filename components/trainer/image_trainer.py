@@ -1,8 +1,9 @@
 """The Trainer's `run_fn`: the two-phase transfer-learning recipe on the pipeline's data.
 
 This file is TFX's Trainer module file. TFX packages every .py file of this folder into the
-component's cache key, so the folder holds nothing else; the code it calls lives in the
-installed `components` package, whose fingerprint the pipeline adds to `custom_config`.
+component's cache key, so the folder holds nothing else but the `__init__.py` that makes it
+importable in the Kubeflow image; the code it calls lives in the installed `components` package,
+whose fingerprint the pipeline adds to `custom_config`.
 
 The Trainer reads the raw examples and applies Transform's graph in its input pipeline
 (the same graph the exported model embeds), so decoded float images are never written to

@@ -1,8 +1,9 @@
 """Transform's `preprocessing_fn`: raw image bytes to one input tensor per backbone.
 
 This file is TFX's Transform module file. TFX packages every .py file of this folder into
-the component's cache key, so the folder holds nothing else; the code it calls lives in the
-installed `components` package, whose fingerprint the pipeline adds to `custom_config`.
+the component's cache key, so the folder holds nothing else but the `__init__.py` that makes it
+importable in the Kubeflow image; the code it calls lives in the installed `components` package,
+whose fingerprint the pipeline adds to `custom_config`.
 """
 from typing import Any, Dict
 
