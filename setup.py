@@ -23,6 +23,7 @@ setup(
         'pydantic>=2',
         'pyyaml',
         'pillow',
+        'matplotlib',
     ],
     extras_require={
         'test': ['pytest'],

@@ -1,7 +1,12 @@
-"""The Evaluator's gate: what a model must achieve on the test split to be pushed.
+"""The Evaluator's configuration: what is measured on the test split, and the gate.
+
+Gated: accuracy on the overall slice (a lower bound and no regression against the last
+blessed model). Reported, not gated: micro-averaged one-vs-rest AUC, precision and recall
+(TFMA's multi-class default, which also covers two classes since the model always outputs
+one probability per class), and every metric per class (slices on the label).
 
 Thresholds sit in `per_slice_thresholds` for the overall slice only: a plain
-`MetricConfig.threshold` would apply to every slice, so one small slice could block a model.
+`MetricConfig.threshold` would apply to every slice, so one small class could block a model.
 """
 import tensorflow_model_analysis as tfma
 
@@ -9,6 +14,7 @@ from components.features import LABEL_KEY
 from components.serving import EXAMPLES_SIGNATURE, PROBABILITIES_KEY
 
 ACCURACY_METRIC = 'sparse_categorical_accuracy'
+REPORTED_METRICS = ('ExampleCount', 'SparseCategoricalAccuracy', 'AUC', 'Precision', 'Recall')
 # TFMA compares "greater than"; a tiny epsilon turns "may not drop by more than x" into that.
 _EPSILON = 1e-10
 
@@ -18,7 +24,7 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float) -> tfma.EvalConfi
 
     The change threshold is skipped by TFMA when there is no blessed model yet (first run).
     """
-    overall = [tfma.SlicingSpec()]
+    overall = tfma.SlicingSpec()
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={'value': min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -30,12 +36,17 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float) -> tfma.EvalConfi
             label_key=LABEL_KEY,
             prediction_key=PROBABILITIES_KEY,
         )],
-        slicing_specs=overall,
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name='ExampleCount'),
-            tfma.MetricConfig(
-                class_name='SparseCategoricalAccuracy',
-                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                    slicing_specs=overall, threshold=accuracy_threshold)]),
-        ])],
+        slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[LABEL_KEY])],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[
+                tfma.MetricConfig(class_name='ExampleCount'),
+                tfma.MetricConfig(
+                    class_name='SparseCategoricalAccuracy',
+                    per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                        slicing_specs=[overall], threshold=accuracy_threshold)]),
+            ]),
+            tfma.MetricsSpec(
+                metrics=[tfma.MetricConfig(class_name=name) for name in ('AUC', 'Precision', 'Recall')],
+                aggregate=tfma.AggregationOptions(micro_average=True)),
+        ],
     )

@@ -171,17 +171,27 @@ def unfreeze_for_fine_tuning(classifier: Classifier) -> None:
                     layer.trainable = False
 
 
+_OPTIMIZERS = {
+    'adam': tf_keras.optimizers.Adam,
+    'rmsprop': tf_keras.optimizers.RMSprop,
+    'sgd': lambda learning_rate: tf_keras.optimizers.SGD(learning_rate, momentum=0.9),
+}
+
+
 def compile_for_head(classifier: Classifier, spec: TrainingSpec) -> None:
+    """Phase 1 (the tutorial: Adam at 1e-4)."""
     freeze_for_head(classifier)
     loss, metric = _loss_and_metric(classifier)
-    classifier.model.compile(optimizer=tf_keras.optimizers.Adam(spec.learning_rate), loss=loss, metrics=[metric])
+    classifier.model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate),
+                             loss=loss, metrics=[metric])
 
 
 def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec) -> None:
+    """Phase 2 (the tutorial: RMSprop at a tenth of phase 1's learning rate)."""
     unfreeze_for_fine_tuning(classifier)
     loss, metric = _loss_and_metric(classifier)
     classifier.model.compile(
-        optimizer=tf_keras.optimizers.RMSprop(spec.effective_fine_tune_learning_rate),
+        optimizer=_OPTIMIZERS[spec.fine_tune_optimizer](spec.effective_fine_tune_learning_rate),
         loss=loss, metrics=[metric])
 
 

@@ -36,7 +36,8 @@ SINGLE_INPUT_KEY = 'image'
 # Components that run in a container of their own on Kubeflow and may be given resources.
 # ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
 # container without looking at its platform config, so resources set for it would be ignored.
-KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
+KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator', 'ModelReport',
+                                'Pusher')
 # Storage that TFX inside the containers can use: TFX reads and writes artifact URIs itself,
 # through TensorFlow's file systems. TensorFlow 2.16 has no S3 file system (so no MinIO either),
 # and tensorflow-io 0.37.1's aborts every process that used it at exit (code 134,
@@ -189,8 +190,17 @@ class _Recipe(_Strict):
     fine_tune_epochs: int = Field(10, ge=0)
     learning_rate: float = Field(1e-4, gt=0)
     fine_tune_learning_rate: Optional[float] = Field(None, gt=0)
+    head_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'adam'
+    fine_tune_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'rmsprop'
     augmentation: Optional[AugmentationSpec] = AugmentationSpec()
+    # auto: weight each class by n_train / (n_classes * n_class) so rare classes count as much.
+    class_weight: Literal['none', 'auto'] = 'none'
+    # Stop a phase when validation loss has not improved for this many epochs, keeping the best
+    # weights; unset: train every epoch, as the tutorial does.
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
     seed: int = 42
+    # Same seed, same data, same code: identical metrics on rerun (slower on some ops).
+    deterministic: bool = False
 
     _augmentation_switch = field_validator('augmentation', mode='before')(_augmentation_from_switch)
 

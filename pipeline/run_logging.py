@@ -56,6 +56,12 @@ def configure(log_dir: str, verbose: bool = False) -> Path:
         console.addFilter(_ConsoleFilter())
     root.addHandler(console)
 
+    # TensorFlow gives its logger a console handler of its own when it is imported first.
+    tensorflow_logger = logging.getLogger('tensorflow')
+    for handler in list(tensorflow_logger.handlers):
+        tensorflow_logger.removeHandler(handler)
+    tensorflow_logger.propagate = True
+
     import absl.logging
     absl.logging.set_verbosity(absl.logging.INFO)
     absl.logging.get_absl_handler().setLevel(logging.CRITICAL + 1)  # root's handlers do the work

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 from typing import Dict, List, Optional
@@ -39,6 +38,7 @@ class RunSummary:
     pushed_version: Optional[str] = None
     pushed_destination: Optional[str] = None
     model_uri: Optional[str] = None
+    report_uri: Optional[str] = None
 
 
 def _store(config: PipelineConfig):
@@ -96,44 +96,17 @@ def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
             summary.pushed_destination = pushed.custom_properties['pushed_destination'].string_value
     for evaluation in outputs.get('ModelEvaluation', []):
         _add_evaluation(evaluation.uri, summary)
+    for report in outputs.get('image_pipeline.ModelReport', []):
+        summary.report_uri = report.uri
 
 
 def _add_evaluation(uri: str, summary: RunSummary) -> None:
-    import tensorflow_model_analysis as tfma
+    from components import evaluation_results
     from components.gate import ACCURACY_METRIC
-    # TFMA's reader uses a deprecated TensorFlow API and says so on every call.
-    logging.getLogger('tensorflow').setLevel(logging.ERROR)
-    for metrics in tfma.load_metrics(uri):
-        if metrics.slice_key.single_slice_keys:
-            continue  # only the overall slice
-        for key_and_value in metrics.metric_keys_and_values:
-            if key_and_value.key.name != ACCURACY_METRIC:
-                continue
-            value = key_and_value.value.double_value.value
-            if key_and_value.key.is_diff:
-                continue
-            if key_and_value.key.model_name == 'baseline':
-                summary.baseline_accuracy = value
-            else:
-                summary.accuracy = value
-    validation = tfma.load_validation_result(uri)
-    for per_slice in validation.metric_validations_per_slice:
-        summary.gate_failures.extend(_describe_failure(f) for f in per_slice.failures)
-
-
-def _describe_failure(failure) -> str:
-    """One sentence per failed threshold, in the config's terms."""
-    name = failure.metric_key.name
-    value = failure.metric_value.double_value.value
-    threshold = failure.metric_threshold
-    if failure.metric_key.is_diff:
-        allowed = -threshold.change_threshold.absolute.value
-        return (f'{name} changed by {value:+.4f} against the last blessed model; '
-                f'allowed drop: {max(allowed, 0):.4f} (max_accuracy_drop)')
-    if threshold.value_threshold.HasField('lower_bound'):
-        return (f'{name} {value:.4f} is below {threshold.value_threshold.lower_bound.value:.4f} '
-                f'(min_accuracy)')
-    return failure.message or f'{name} {value:.4f} failed its threshold'
+    evaluation = evaluation_results.read(uri)
+    summary.accuracy = evaluation['overall'].get(ACCURACY_METRIC)
+    summary.baseline_accuracy = evaluation['baseline'].get(ACCURACY_METRIC)
+    summary.gate_failures = evaluation['gate_failures']
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -148,6 +121,8 @@ def format_summary(summary: RunSummary) -> str:
     if summary.blessed is not None:
         lines.append('  gate: ' + ('passed, model blessed' if summary.blessed else 'FAILED, model not blessed'))
         lines.extend(f'    {failure}' for failure in summary.gate_failures)
+    if summary.report_uri:
+        lines.append(f'  report: {summary.report_uri}/summary.md (and learning curves, confusion matrix)')
     if summary.pushed_destination:
         lines.append(f'  pushed: {summary.pushed_destination}')
     elif summary.blessed is not None:

@@ -5,6 +5,7 @@
     Transform (decode, resize, backbone scaling; graph only, applied by Trainer and serving)
     Trainer (frozen backbone + head, then fine-tuning)
     Resolver (latest blessed model) -> Evaluator (test split, gate) -> Pusher (only if blessed)
+    ModelReport (the Trainer's reports, the Evaluator's metrics and the verdict, in one folder)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tfx.proto import transform_pb2
 
 from components import gate
 from components.image_example_gen import ImageExampleGen
+from components.model_report import ModelReportGen
 from pipeline.config import PipelineConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +155,12 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         eval_config=gate.eval_config(config.min_accuracy, config.max_accuracy_drop),
     )
 
+    model_report = ModelReportGen(
+        model_run=trainer.outputs['model_run'],
+        evaluation=evaluator.outputs['evaluation'],
+        blessing=evaluator.outputs['blessing'],
+    ).with_id('ModelReport')
+
     pusher = tfx.components.Pusher(
         model=trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
@@ -164,7 +172,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, transform, trainer,
-                    model_resolver, evaluator, pusher],
+                    model_resolver, evaluator, model_report, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=effective_beam_args(config.beam_args),

@@ -14,7 +14,8 @@ from pipeline import tfx_pipeline
 from pipeline.config import ConfigError, PipelineConfig
 
 IMAGE = kubeflow_config_values()['container_image']
-COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher'}
+COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator',
+              'ModelReport', 'Pusher'}
 BEAM_COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'Transform', 'Evaluator'}
 ContainerSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec
 
@@ -45,7 +46,7 @@ def test_all_components_in_dependency_order(spec):
     assert COMPONENTS <= tasks and len(tasks - COMPONENTS) == 2
     assert all(name.startswith('latest_blessed_model_resolver') for name in tasks - COMPONENTS)
     spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
-    assert all(_depends_on(spec, later, earlier) for earlier, later in zip(spine, spine[1:]))
+    assert all(_depends_on(spec, later, earlier) for earlier, later in zip(spine, spine[1:], strict=False))
     assert _depends_on(spec, 'Trainer', 'ImportSchemaGen')
     assert _depends_on(spec, 'Evaluator', 'latest_blessed_model_resolver-model-resolver')
 

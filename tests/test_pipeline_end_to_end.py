@@ -63,7 +63,7 @@ def test_first_run_pushes_a_blessed_model_through_the_tfx_cli(runs):
     summary = runs['first_summary']
     states = {node.node_id: node.state for node in summary.nodes}
     assert set(states) == {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
-                           'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+                           'latest_blessed_model_resolver', 'Evaluator', 'ModelReport', 'Pusher'}
     assert all(state == 'ran' for state in states.values()), states
     assert summary.blessed is True and summary.accuracy is not None
     assert summary.baseline_accuracy is None  # nothing blessed before
@@ -150,3 +150,26 @@ def test_predict_reports_a_corrupt_file_and_classifies_the_rest(runs, tmp_path, 
         top = by_file[name]['top']
         assert len(top) == 2 and top[0]['probability'] >= top[1]['probability']
         assert top[0]['class'] in CLASS_COLOURS
+
+
+def test_reports_next_to_the_model_and_in_the_model_report(runs):
+    from PIL import Image
+    first = runs['first_summary']
+    model_run = Path(first.model_uri).parent.parent / 'model_run' / Path(first.model_uri).name
+    training = json.loads((model_run / 'training_summary.json').read_text())
+    assert set(training['phase_metrics']) == {'head', 'fine-tuning'}
+    assert {'eval_accuracy', 'test_accuracy'} <= set(training['phase_metrics']['fine-tuning'])
+    assert sum(row['support'] for row in training['per_class_test']) == sum(training['data']['test'].values())
+    assert [row['class'] for row in training['per_class_test']] == sorted(CLASS_COLOURS)
+    assert list(model_run.glob('train/events.out.tfevents.*'))  # TensorBoard
+    report = Path(first.report_uri)
+    for name in ('learning_curves.png', 'confusion_matrix.png'):
+        assert Image.open(report / name).format == 'PNG'
+    summary = json.loads((report / 'summary.json').read_text())
+    assert summary['blessed'] is True
+    evaluation = summary['evaluation']
+    assert {'sparse_categorical_accuracy', 'auc_micro', 'precision_micro', 'recall_micro'} <= set(evaluation['overall'])
+    assert set(evaluation['per_class']) <= set(CLASS_COLOURS) and evaluation['per_class']
+    assert '**Blessed: yes, pushed**' in (report / 'summary.md').read_text()
+    second = json.loads((Path(runs['second_summary'].report_uri) / 'summary.json').read_text())
+    assert second['blessed'] is False and second['evaluation']['gate_failures']

@@ -20,7 +20,8 @@ def test_components_in_order_and_wired(config):
     pipeline = tfx_pipeline.create_pipeline(config)
     ids = [c.id for c in pipeline.components]  # TFX sorts them topologically
     assert sorted(ids) == sorted(['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform',
-                                  'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher'])
+                                  'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'ModelReport',
+                                  'Pusher'])
     spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
     assert [ids.index(c) for c in spine] == sorted(ids.index(c) for c in spine)
     by_id = {c.id: c for c in pipeline.components}

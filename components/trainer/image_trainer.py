@@ -8,14 +8,17 @@ whose fingerprint the pipeline adds to `custom_config`.
 The Trainer reads the raw examples and applies Transform's graph in its input pipeline
 (the same graph the exported model embeds), so decoded float images are never written to
 disk: 160 px float32 images would take ~300 KB each.
+
+Next to the model (the model_run folder) it writes TensorBoard logs, learning curves, the
+test split's confusion matrix and per-class metrics, and a training summary.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Dict, List
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
@@ -24,49 +27,57 @@ from tfx_bsl.public import tfxio
 
 from components import class_names as class_names_lib
 from components import model as model_lib
-from components import serving
+from components import reports, serving, training
 from components.features import LABEL_KEY
 from pipeline.config import TrainingSpec
 
 # TFX imports this file as a top-level module; name the logger after the package it belongs to.
 logger = logging.getLogger('components.trainer')
 
-HISTORY_FILE = 'history.json'
 _SHUFFLE_BUFFER = 1024
 _STATISTICS_IMAGES = 256
+_SPLITS = ('train', 'eval', 'test')
 
 
-def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tf_transform_output: tft.TFTransformOutput,
-             spec: TrainingSpec, binary: bool, shuffle: bool) -> tf.data.Dataset:
-    """({input key: images}, label) batches: raw examples -> transform graph, one pass per epoch."""
-    raw = fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(batch_size=spec.batch_size, num_epochs=1, shuffle=shuffle,
-                                       shuffle_seed=spec.seed, shuffle_buffer_size=_SHUFFLE_BUFFER,
-                                       drop_final_batch=False),
-        tf_transform_output.raw_metadata.schema)
-    transform_layer = tf_transform_output.transform_features_layer()
-    keys = [backbone.key for backbone in spec.backbones]
+class _Data:
+    """The splits as ({input key: images}, label) datasets: raw examples -> transform graph."""
 
-    def transform(raw_features):
-        transformed = transform_layer(raw_features)
-        label = transformed[LABEL_KEY]
-        return {key: transformed[key] for key in keys}, tf.cast(label, tf.float32) if binary else label
+    def __init__(self, fn_args: tfx.components.FnArgs, spec: TrainingSpec, binary: bool):
+        self._fn_args = fn_args
+        self._spec = spec
+        self._binary = binary
+        self.transform_output = tft.TFTransformOutput(fn_args.transform_output)
+        self.examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
 
-    return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def files(self, split: str) -> List[str]:
+        return {'train': self._fn_args.train_files, 'eval': self._fn_args.eval_files}.get(
+            split, [os.path.join(self.examples_uri, f'Split-{split}', '*')])
 
+    def dataset(self, split: str, shuffle: bool = False) -> tf.data.Dataset:
+        raw = self._fn_args.data_accessor.tf_dataset_factory(
+            self.files(split),
+            tfxio.TensorFlowDatasetOptions(batch_size=self._spec.batch_size, num_epochs=1, shuffle=shuffle,
+                                           shuffle_seed=self._spec.seed, shuffle_buffer_size=_SHUFFLE_BUFFER,
+                                           drop_final_batch=False),
+            self.transform_output.raw_metadata.schema)
+        transform_layer = self.transform_output.transform_features_layer()
+        keys = [backbone.key for backbone in self._spec.backbones]
+        binary = self._binary
 
-class _EpochLog(tf_keras.callbacks.Callback):
-    """One log line per epoch (Keras' own progress output bypasses logging)."""
+        def transform(raw_features):
+            transformed = transform_layer(raw_features)
+            label = transformed[LABEL_KEY]
+            return {key: transformed[key] for key in keys}, tf.cast(label, tf.float32) if binary else label
 
-    def __init__(self, phase: str, total_epochs: int):
-        super().__init__()
-        self._phase = phase
-        self._total = total_epochs
+        return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = ' '.join(f'{key} {value:.4f}' for key, value in sorted((logs or {}).items()))
-        logger.info('epoch %d/%d (%s): %s', epoch + 1, self._total, self._phase, metrics)
+    def labels(self, split: str) -> np.ndarray:
+        """The split's labels, read without decoding any image."""
+        spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+        files = [name for pattern in self.files(split) for name in tf.io.gfile.glob(pattern)]
+        records = tf.data.TFRecordDataset(files, compression_type='GZIP')
+        parsed = records.batch(1024).map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_KEY])
+        return np.concatenate([np.zeros(0, np.int64)] + [b.numpy().ravel() for b in parsed])
 
 
 def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
@@ -81,16 +92,31 @@ def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
     return {key: tf.concat([b[key] for b in batches], axis=0)[:_STATISTICS_IMAGES] for key in batches[0]}
 
 
+def _predicted_classes(classifier: model_lib.Classifier, dataset: tf.data.Dataset) -> np.ndarray:
+    logits = classifier.model.predict(dataset.map(lambda inputs, _: inputs), verbose=0)
+    return model_lib.probabilities(logits, classifier.num_classes).numpy().argmax(axis=1)
+
+
+def _checkpoint(fn_args: tfx.components.FnArgs) -> training.TrainingCheckpoint:
+    """<pipeline root>/Trainer/checkpoints/<hash of the inputs>: found again by a re-run."""
+    trainer_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip('/')))
+    key = training.checkpoint_key(fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
+                                  fn_args.custom_config)
+    return training.TrainingCheckpoint(os.path.join(trainer_dir, 'checkpoints', key))
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     spec = TrainingSpec(**{key: fn_args.custom_config[key] for key in TrainingSpec.model_fields})
+    if spec.deterministic:
+        tf.config.experimental.enable_op_determinism()
     tf_keras.utils.set_random_seed(spec.seed)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     names = class_names_lib.read(class_names_lib.examples_uri_of_split_files(fn_args.train_files[0]))
     logger.info('Training on %d classes: %s', len(names), ', '.join(names))
+    data = _Data(fn_args, spec, binary=len(names) == 2)
+    train, validation = data.dataset('train', shuffle=True), data.dataset('eval')
+    counts = {split: np.bincount(data.labels(split), minlength=len(names)) for split in _SPLITS}
 
-    binary = len(names) == 2
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, spec, binary, True)
-    validation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, spec, binary, False)
+    checkpoint = _checkpoint(fn_args)
     bases = model_lib.build_bases(spec)
     feature_stats = None
     if spec.any_random_backbone:
@@ -99,40 +125,53 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         extractor = model_lib.build_feature_extractor(spec, bases)
         feature_stats = model_lib.feature_statistics(extractor, _sample_inputs(train))
     classifier = model_lib.build_classifier(spec, len(names), bases=bases, feature_stats=feature_stats)
+    weights = None
+    if spec.class_weight == 'auto':
+        weights = training.class_weights(counts['train'])
+        logger.info('Class weights: %s', ', '.join(f'{names[c]} {w:.3f}' for c, w in weights.items()))
 
-    tensorboard = tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
-    total_epochs = spec.head_epochs + spec.fine_tune_epochs
-    history = {}
-    epochs = 0
-    if spec.head_epochs:
-        model_lib.compile_for_head(classifier, spec)
-        trainable, frozen = model_lib.trainable_counts(classifier.model)
-        logger.info('Phase 1: training the head for %d epochs (%d trainable, %d frozen parameters)',
-                    spec.head_epochs, trainable, frozen)
-        epochs = spec.head_epochs
-        result = classifier.model.fit(train, validation_data=validation, epochs=epochs, verbose=0,
-                                      callbacks=[tensorboard, _EpochLog('head', total_epochs)])
-        _extend(history, result.history)
-    if spec.fine_tune_epochs:
-        model_lib.compile_for_fine_tuning(classifier, spec)
-        trainable, frozen = model_lib.trainable_counts(classifier.model)
-        logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)',
-                    ', '.join(f'{b.name} from layer {b.effective_fine_tune_at}' for b in spec.backbones),
-                    spec.fine_tune_epochs, trainable, frozen)
-        result = classifier.model.fit(train, validation_data=validation, initial_epoch=epochs,
-                                      epochs=total_epochs, verbose=0,
-                                      callbacks=[tensorboard, _EpochLog('fine-tuning', total_epochs)])
-        _extend(history, result.history)
+    def evaluate_phase(phase: str) -> Dict[str, float]:
+        metrics = {}
+        for split in ('eval', 'test'):
+            if counts[split].sum():
+                loss, accuracy = classifier.model.evaluate(data.dataset(split), verbose=0)
+                metrics[f'{split}_accuracy'], metrics[f'{split}_loss'] = float(accuracy), float(loss)
+        logger.info('After %s: %s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+        return metrics
 
-    serving.export(classifier.model, tf_transform_output, names, fn_args.serving_model_dir)
-    summary = {'class_names': names, 'fine_tune_start_epoch': spec.head_epochs,
-               'history': history, 'params': spec.model_dump()}
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as f:
-        json.dump(summary, f, indent=1)
-    final = {key: values[-1] for key, values in history.items()}
-    logger.info('Trained: %s', ', '.join(f'{k} {v:.4f}' for k, v in sorted(final.items())))
+    state = training.train_two_phases(
+        classifier, spec, train, validation, checkpoint, weights=weights,
+        callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
+        evaluate_phase=evaluate_phase)
+
+    serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
+    _write_reports(fn_args.model_run_dir, spec, names, counts, state, classifier, data)
+    checkpoint.clear()
 
 
-def _extend(history: dict, new: dict) -> None:
-    for key, values in new.items():
-        history.setdefault(key, []).extend(float(v) for v in values)
+def _write_reports(directory: str, spec: TrainingSpec, names: List[str], counts: Dict[str, np.ndarray],
+                   state: training.TrainingState, classifier: model_lib.Classifier, data: _Data) -> None:
+    reports.learning_curves(state.history, state.fine_tune_start_epoch,
+                            os.path.join(directory, reports.LEARNING_CURVES_FILE))
+    per_class = []
+    if counts['test'].sum():
+        matrix = reports.confusion_matrix(data.labels('test'), _predicted_classes(classifier, data.dataset('test')),
+                                          len(names))
+        reports.confusion_matrix_figure(matrix, names, os.path.join(directory, reports.CONFUSION_MATRIX_FILE))
+        per_class = reports.per_class_metrics(matrix, names)
+    summary = {
+        'class_names': names,
+        'data': {split: dict(zip(names, (int(n) for n in counts[split]), strict=True)) for split in _SPLITS},
+        'backbones': [{'name': b.name, 'image_size': b.image_size, 'weights': b.weights_description(),
+                       'fine_tune_at': b.effective_fine_tune_at} for b in spec.backbones],
+        'hyperparameters': {key: value for key, value in spec.model_dump().items() if key != 'backbones'},
+        'epochs_trained': state.epochs_done,
+        'fine_tune_start_epoch': state.fine_tune_start_epoch,
+        'resumed_from_epoch': state.resumed_from_epoch,
+        'phase_metrics': state.phase_metrics,
+        'history': state.history,
+        'per_class_test': per_class,
+    }
+    reports.write_json(summary, os.path.join(directory, reports.TRAINING_SUMMARY_FILE))
+    reports.write_markdown(summary, os.path.join(directory, 'training_summary.md'))
+    logger.info('Reports written to %s', directory)

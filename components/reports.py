@@ -1,0 +1,159 @@
+"""The figures and tables people look at first: learning curves, confusion matrix, summary.
+
+Written next to the model by the Trainer (model_run folder) and gathered, with the
+Evaluator's verdict, by the ModelReport component (components/model_report.py).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+LEARNING_CURVES_FILE = 'learning_curves.png'
+CONFUSION_MATRIX_FILE = 'confusion_matrix.png'
+TRAINING_SUMMARY_FILE = 'training_summary.json'
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(figure, path: str) -> None:
+    with tf.io.gfile.GFile(path, 'wb') as f:
+        figure.savefig(f, format='png', dpi=100, bbox_inches='tight')
+
+
+def learning_curves(history: Dict[str, List[float]], fine_tune_start: Optional[int], path: str):
+    """Accuracy and loss per epoch, training and validation, fine-tuning's start marked.
+
+    The figure of TensorFlow's transfer-learning tutorial; returns it for inspection.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
+    epochs = np.arange(1, len(history.get('loss', [])) + 1)
+    for axis, metric, title in ((axes[0], 'accuracy', 'Accuracy'), (axes[1], 'loss', 'Loss')):
+        for prefix, label in (('', 'Training'), ('val_', 'Validation')):
+            values = history.get(prefix + metric)
+            if values:
+                axis.plot(epochs[:len(values)], values, marker='.', label=f'{label} {metric}')
+        if fine_tune_start:
+            axis.axvline(fine_tune_start + 0.5, color='green', linestyle='--', label='Start fine-tuning')
+        axis.set_title(f'Training and validation {metric}')
+        axis.set_ylabel(title)
+        axis.legend(loc='lower right' if metric == 'accuracy' else 'upper right')
+        axis.grid(alpha=0.3)
+    axes[1].set_xlabel('epoch')
+    _save(figure, path)
+    plt.close(figure)
+    return figure
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """[true class, predicted class] counts."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], path: str):
+    plt = _pyplot()
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(matrix, cmap='Blues')
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha='right')
+    axis.set_yticks(range(len(class_names)), class_names)
+    axis.set_xlabel('predicted class')
+    axis.set_ylabel('true class')
+    axis.set_title(f'Confusion matrix, test split ({int(matrix.sum())} images)')
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, column), count in np.ndenumerate(matrix):
+        axis.text(column, row, str(count), ha='center', va='center',
+                  color='white' if count > threshold else 'black')
+    _save(figure, path)
+    plt.close(figure)
+    return figure
+
+
+def per_class_metrics(matrix: np.ndarray, class_names: Sequence[str]) -> List[Dict[str, Any]]:
+    """Precision, recall and F1 per class from a confusion matrix (0 where undefined)."""
+    rows = []
+    for index, name in enumerate(class_names):
+        true_positive = matrix[index, index]
+        predicted = matrix[:, index].sum()
+        actual = matrix[index, :].sum()
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({'class': name, 'precision': float(precision), 'recall': float(recall),
+                     'f1': float(f1), 'support': int(actual)})
+    return rows
+
+
+def write_json(data: Dict[str, Any], path: str) -> None:
+    with tf.io.gfile.GFile(path, 'w') as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+
+
+def read_json(path: str) -> Dict[str, Any]:
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def markdown(summary: Dict[str, Any]) -> str:
+    """A short human-readable model summary."""
+    lines = ['# Model summary', '']
+    data = summary.get('data', {})
+    if data:
+        splits = list(data)
+        lines += ['## Data', '', '| class | ' + ' | '.join(splits) + ' |',
+                  '| --- |' + ' --- |' * len(splits)]
+        for name in summary['class_names']:
+            lines.append(f'| {name} | ' + ' | '.join(str(data[s].get(name, 0)) for s in splits) + ' |')
+        lines.append('')
+    lines += ['## Model', '']
+    for backbone in summary.get('backbones', []):
+        lines.append(f'- backbone {backbone["name"]} at {backbone["image_size"]} px, weights '
+                     f'{backbone["weights"]}, fine-tuning from {backbone["fine_tune_at"]!r}')
+    for key, value in summary.get('hyperparameters', {}).items():
+        lines.append(f'- {key}: {value}')
+    lines.append('')
+    if summary.get('phase_metrics'):
+        lines += ['## Metrics after each phase', '', '| phase | metric | value |', '| --- | --- | --- |']
+        for phase, metrics in summary['phase_metrics'].items():
+            for key, value in metrics.items():
+                lines.append(f'| {phase} | {key} | {value:.4f} |')
+        lines.append('')
+    if summary.get('per_class_test'):
+        lines += ['## Test split per class', '', '| class | precision | recall | F1 | images |',
+                  '| --- | --- | --- | --- | --- |']
+        for row in summary['per_class_test']:
+            lines.append(f'| {row["class"]} | {row["precision"]:.3f} | {row["recall"]:.3f} | {row["f1"]:.3f} '
+                         f'| {row["support"]} |')
+        lines.append('')
+    if 'evaluation' in summary:
+        from components.evaluation_results import per_class_table
+        evaluation = summary['evaluation']
+        lines += ['## Evaluator (TFMA, test split)', '']
+        for key, value in evaluation.get('overall', {}).items():
+            baseline = evaluation.get('baseline', {}).get(key)
+            lines.append(f'- {key}: {value:.4f}' + (f' (last blessed model: {baseline:.4f})' if baseline else ''))
+        for failure in evaluation.get('gate_failures', []):
+            lines.append(f'- gate failure: {failure}')
+        if evaluation.get('per_class'):
+            lines += ['', 'Per class (slices on the label; reported, not gated):', '']
+            lines += per_class_table(evaluation['per_class'], ['example_count', 'sparse_categorical_accuracy'])
+        lines.append('')
+    if 'blessed' in summary:
+        lines += [f'**Blessed: {"yes, pushed" if summary["blessed"] else "no, not pushed"}**', '']
+    return '\n'.join(lines)
+
+
+def write_markdown(summary: Dict[str, Any], path: str) -> None:
+    with tf.io.gfile.GFile(path, 'w') as f:
+        f.write(markdown(summary))

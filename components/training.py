@@ -1,0 +1,185 @@
+"""The two training phases, checkpointed after every epoch so a killed Trainer resumes.
+
+Phase 1 trains the head with the backbones frozen; phase 2 unfreezes each backbone's top
+layers. After every epoch the model, its optimizer state and the history so far are written
+to a checkpoint folder whose name is derived from the Trainer's inputs (examples, transform
+graph, configuration and code version). When a Trainer run on the same inputs is killed and
+started again, it finds that folder, says so, and continues from the last finished epoch;
+a successful run deletes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from components import model as model_lib
+from pipeline.config import TrainingSpec
+
+logger = logging.getLogger(__name__)
+
+HEAD, FINE_TUNE = 'head', 'fine-tuning'
+_STATE_FILE = 'state.json'
+
+
+def checkpoint_key(*inputs) -> str:
+    """A stable name for "the same inputs": a hash of their JSON."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Where a training run is: epochs finished (counted across both phases), phases done."""
+    epochs_done: int = 0
+    phase: Optional[str] = None
+    completed_phases: List[str] = dataclasses.field(default_factory=list)
+    fine_tune_start_epoch: Optional[int] = None
+    history: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
+    phase_metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
+    weights_prefix: Optional[str] = None
+    resumed_from_epoch: Optional[int] = None
+
+
+class TrainingCheckpoint:
+    """The per-epoch checkpoint folder of one set of Trainer inputs."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def load(self) -> Optional[TrainingState]:
+        path = os.path.join(self.directory, _STATE_FILE)
+        if not tf.io.gfile.exists(path):
+            return None
+        with tf.io.gfile.GFile(path) as f:
+            return TrainingState(**json.load(f))
+
+    def save(self, model: tf_keras.Model, state: TrainingState, with_optimizer: bool = True) -> None:
+        """Weights (and optimizer state) first under a new prefix, then the state file that
+        points to them, so a kill at any moment leaves the previous checkpoint usable."""
+        tf.io.gfile.makedirs(self.directory)
+        previous = state.weights_prefix
+        prefix = f'epoch-{state.epochs_done}-{len(state.completed_phases)}'
+        objects = dict(model=model, optimizer=model.optimizer) if with_optimizer else dict(model=model)
+        tf.train.Checkpoint(**objects).write(os.path.join(self.directory, prefix))
+        state.weights_prefix = prefix
+        temporary = os.path.join(self.directory, _STATE_FILE + '.tmp')
+        with tf.io.gfile.GFile(temporary, 'w') as f:
+            json.dump(dataclasses.asdict(state), f)
+        tf.io.gfile.rename(temporary, os.path.join(self.directory, _STATE_FILE), overwrite=True)
+        if previous and previous != prefix:
+            for old in tf.io.gfile.glob(os.path.join(self.directory, previous + '.*')):
+                tf.io.gfile.remove(old)
+
+    def restore(self, model: tf_keras.Model, state: TrainingState, with_optimizer: bool) -> None:
+        if with_optimizer:
+            model.optimizer.build(model.trainable_variables)  # slots must exist to be restored
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        else:
+            checkpoint = tf.train.Checkpoint(model=model)
+        checkpoint.read(os.path.join(self.directory, state.weights_prefix)).expect_partial()
+
+    def clear(self) -> None:
+        if tf.io.gfile.exists(self.directory):
+            tf.io.gfile.rmtree(self.directory)
+
+
+class _EpochEnd(tf_keras.callbacks.Callback):
+    """Records the epoch's metrics, logs one line, and checkpoints."""
+
+    def __init__(self, checkpoint: TrainingCheckpoint, state: TrainingState, phase: str, total: int):
+        super().__init__()
+        self._checkpoint, self._state, self._phase, self._total = checkpoint, state, phase, total
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for key, value in logs.items():
+            self._state.history.setdefault(key, []).append(float(value))
+        self._state.epochs_done = epoch + 1
+        self._state.phase = self._phase
+        self._checkpoint.save(self.model, self._state)
+        metrics = ' '.join(f'{key} {value:.4f}' for key, value in sorted(logs.items()))
+        logger.info('epoch %d/%d (%s): %s', epoch + 1, self._total, self._phase, metrics)
+
+
+def class_weights(counts: np.ndarray) -> Dict[int, float]:
+    """n / (num_classes * n_c) from training images per class: each class then weighs as much
+    in the loss as in a balanced dataset (scikit-learn's compute_class_weight('balanced'))."""
+    missing = [c for c, n in enumerate(counts) if n == 0]
+    if missing:
+        raise ValueError(f'class_weight: auto: class indices {missing} have no training image')
+    return {c: float(counts.sum() / (len(counts) * n)) for c, n in enumerate(counts)}
+
+
+def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train: tf.data.Dataset,
+                     validation: tf.data.Dataset, checkpoint: TrainingCheckpoint,
+                     weights: Optional[Dict[int, float]] = None,
+                     callbacks: List[tf_keras.callbacks.Callback] = (),
+                     evaluate_phase: Callable[[str], Dict[str, float]] = lambda phase: {}) -> TrainingState:
+    """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each."""
+    state = checkpoint.load()
+    completed_before = list(state.completed_phases) if state else []
+    trained_now = False
+    if state:
+        state.resumed_from_epoch = state.epochs_done
+        logger.warning('Resuming an interrupted training run from its checkpoint: %d epoch(s) done '
+                       '(%s), continuing instead of starting over (%s)', state.epochs_done,
+                       ', '.join(state.completed_phases) + ' finished' if state.completed_phases else
+                       f'{state.phase} phase', checkpoint.directory)
+    else:
+        state = TrainingState()
+    total = spec.head_epochs + spec.fine_tune_epochs
+    model = classifier.model
+
+    def fit(phase: str, epochs: int) -> None:
+        phase_callbacks = [_EpochEnd(checkpoint, state, phase, total), *callbacks]
+        if spec.early_stopping_patience:
+            phase_callbacks.insert(0, tf_keras.callbacks.EarlyStopping(
+                monitor='val_loss', patience=spec.early_stopping_patience, restore_best_weights=True))
+        model.fit(train, validation_data=validation, initial_epoch=state.epochs_done,
+                  epochs=state.epochs_done + epochs, class_weight=weights, verbose=0,
+                  callbacks=phase_callbacks)
+
+    def finish(phase: str) -> None:
+        state.completed_phases.append(phase)
+        state.phase_metrics[phase] = evaluate_phase(phase)
+        # The weights only (the next phase has a new optimizer); with early stopping, the best.
+        checkpoint.save(model, state, with_optimizer=False)
+
+    if spec.head_epochs and HEAD not in state.completed_phases:
+        model_lib.compile_for_head(classifier, spec)
+        head_epochs_left = spec.head_epochs - state.epochs_done
+        if state.phase == HEAD:
+            checkpoint.restore(model, state, with_optimizer=True)
+        trainable, frozen = model_lib.trainable_counts(model)
+        logger.info('Phase 1: training the head for %d epochs (%d trainable, %d frozen parameters)',
+                    head_epochs_left, trainable, frozen)
+        fit(HEAD, head_epochs_left)
+        finish(HEAD)
+        trained_now = True
+    if spec.fine_tune_epochs and FINE_TUNE not in state.completed_phases:
+        model_lib.compile_for_fine_tuning(classifier, spec)
+        if state.phase == FINE_TUNE:
+            checkpoint.restore(model, state, with_optimizer=True)
+            epochs_left = state.fine_tune_start_epoch + spec.fine_tune_epochs - state.epochs_done
+        else:
+            if HEAD in completed_before:  # phase 1 ended in the interrupted run
+                checkpoint.restore(model, state, with_optimizer=False)
+            state.fine_tune_start_epoch = state.epochs_done
+            epochs_left = spec.fine_tune_epochs
+        trainable, frozen = model_lib.trainable_counts(model)
+        logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)',
+                    ', '.join(f'{b.name} from layer {b.effective_fine_tune_at}' for b in spec.backbones),
+                    epochs_left, trainable, frozen)
+        fit(FINE_TUNE, epochs_left)
+        finish(FINE_TUNE)
+        trained_now = True
+    if completed_before and not trained_now:  # interrupted after the last phase had ended
+        checkpoint.restore(model, state, with_optimizer=False)
+    return state
