@@ -7,9 +7,6 @@ import re
 
 import tensorflow as tf
 
-# Extensions TensorFlow's decoder reads (content is sniffed, the extension only filters).
-DECODABLE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
-
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
     """One encoded image (JPEG, PNG, GIF first frame, BMP) -> uint8 [height, width, 3].

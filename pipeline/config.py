@@ -26,6 +26,9 @@ MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MOBILENET_V2_MIN_SIZE = 32
 # Besides these, `weights` may be the path of a Keras weights file.
 WEIGHTS_CHOICES = ('imagenet', 'imagenet-torchvision', 'none')
+# Pillow refuses images with more pixels outright (2 * PIL.Image.MAX_IMAGE_PIXELS), so a larger
+# max_image_pixels could not be honoured.
+PILLOW_HARD_PIXEL_LIMIT = 178_956_970
 
 
 class ConfigError(ValueError):
@@ -128,7 +131,22 @@ class SplitRatios(_Strict):
     test: int = Field(10, ge=1)
 
 
-class PipelineConfig(TrainingConfig):
+class ImageReadingConfig(_Strict):
+    """How ImageExampleGen's executor treats each file (its custom_config)."""
+
+    apply_exif_orientation: bool = True
+    max_image_pixels: int = Field(100_000_000, ge=1, le=PILLOW_HARD_PIXEL_LIMIT)
+    drop_unusable_classes: bool = False
+
+
+class IngestionConfig(ImageReadingConfig):
+    """What ImageExampleGen needs besides data_root: which layout, and split sizes if it computes them."""
+
+    layout: Literal['auto', 'class_folders', 'pre_split'] = 'auto'
+    split_ratios: SplitRatios = SplitRatios()
+
+
+class PipelineConfig(TrainingConfig, IngestionConfig):
     """Everything: data, outputs, the gate and how the pipeline runs."""
 
     pipeline_name: str = Field('image-transfer-learning', pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
@@ -148,7 +166,8 @@ class PipelineConfig(TrainingConfig):
     @classmethod
     def _data_root_exists(cls, value: str) -> str:
         if not _is_remote(value) and not os.path.isdir(value):
-            raise ValueError(f'{value!r} is not a folder (expected data_root/<class>/<image files>)')
+            raise ValueError(f'{value!r} is not a folder (expected data_root/<class>/<image files> '
+                             f'or data_root/<split>/<class>/<image files>)')
         return value
 
     @field_validator('beam_args')
@@ -178,6 +197,9 @@ class PipelineConfig(TrainingConfig):
 
     def training(self) -> TrainingConfig:
         return _project(self, TrainingConfig)
+
+    def ingestion(self) -> IngestionConfig:
+        return _project(self, IngestionConfig)
 
 
 def _project(config: BaseModel, model: type) -> Any:

@@ -62,6 +62,11 @@ def test_unknown_key_is_named(tmp_path):
     ('beam_args', ['direct_num_workers=2'], 'beam_args: .*is not a Beam flag'),
     ('pipeline_name', 'has space', 'pipeline_name: String should match pattern'),
     ('backbone', 'resnet9000', 'backbone: Input should be'),
+    ('layout', 'flat', "layout: Input should be 'auto', 'class_folders' or 'pre_split'"),
+    ('max_image_pixels', 0, 'max_image_pixels: Input should be greater than or equal to 1'),
+    ('max_image_pixels', 200_000_000, 'max_image_pixels: Input should be less than or equal to 178956970'),
+    ('apply_exif_orientation', 'sometimes', 'apply_exif_orientation: Input should be a valid boolean'),
+    ('drop_unusable_classes', 'maybe', 'drop_unusable_classes: Input should be a valid boolean'),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', **{key: value})
@@ -114,6 +119,15 @@ def test_components_receive_only_their_keys(tmp_path):
     training = config.training().model_dump()
     assert 'min_accuracy' not in training and 'output_dir' not in training
     assert training['fine_tune_at'] == 100
+    assert set(config.ingestion().model_dump()) == {'layout', 'split_ratios', 'apply_exif_orientation',
+                                                    'max_image_pixels', 'drop_unusable_classes'}
+    assert 'layout' not in training
+
+
+def test_pixel_limit_bound_is_pillows_own():
+    from components.ingestion.inspection import PILLOW_HARD_PIXEL_LIMIT
+    from pipeline.config import PILLOW_HARD_PIXEL_LIMIT as configured
+    assert configured == PILLOW_HARD_PIXEL_LIMIT
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
