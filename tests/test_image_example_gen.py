@@ -289,6 +289,16 @@ def test_split_follows_content_not_name(tmp_path):
         assert after[name] == before[original]
 
 
+def test_examples_are_not_written_class_by_class(tmp_path):
+    folder = make_image_folder(tmp_path / 'images', per_class=30)
+    first = read_split(run_executor(folder, tmp_path / 'first').uri, 'train')
+    labels = [label for label, _, _ in first.values()]  # in the order the Trainer reads them
+    changes = sum(a != b for a, b in zip(labels, labels[1:]))
+    assert changes > len(labels) / 3, labels  # class by class would change class twice
+    again = read_split(run_executor(folder, tmp_path / 'second').uri, 'train')
+    assert list(again) == list(first)  # the same order on every run
+
+
 def test_split_ratios_are_respected(tmp_path):
     folder = make_image_folder(tmp_path / 'images', per_class=40)
     splits = read_all(run_executor(folder, tmp_path / 'out', ratios=(1, 1, 2)).uri)
