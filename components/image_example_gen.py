@@ -16,11 +16,12 @@ Two layouts (components.ingestion.data_folder):
 - pre-split folders `data_root/<train|validation|val|eval|test>/<class>/**`: one TFX input
   split per folder (`input_config`), used as given.
 
-Files are listed, read and checked in Beam: the driver process only lists the top one or two
-levels of folders. Every file that does not become an example is reported with its reason
-(components.ingestion.skips), never passed on to crash Transform; images TensorFlow cannot
-decode are converted once (components.ingestion.inspection). The class names and the report
-(components.ingestion.report) are written next to the examples.
+Files are listed, read and checked in Beam: outside Beam, the executor lists only the top one
+or two levels of folders (and the driver, components.ingestion.fingerprint, only stats every
+file for the cache key, keeping nothing). Every file that does not become an example is
+reported with its reason (components.ingestion.skips), never passed on to crash Transform;
+images TensorFlow cannot decode are converted once (components.ingestion.inspection). The
+class names and the report (components.ingestion.report) are written next to the examples.
 """
 from __future__ import annotations
 

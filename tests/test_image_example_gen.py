@@ -212,6 +212,7 @@ def test_every_bad_file_is_reported_with_its_reason(messy):
     assert reasons == SKIPPED
     assert messy['artifact'].get_int_custom_property('num_skipped') == len(SKIPPED)
     assert messy['report']['skipped_by_reason'][skips.HIDDEN_OR_SYSTEM] == 5
+    assert messy['report']['reasons'] == {reason: skips.EXPLANATIONS[reason] for reason in set(SKIPPED.values())}
 
 
 def test_images_transform_decodes_pass_untouched(messy):

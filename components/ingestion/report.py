@@ -8,6 +8,7 @@ ImageExampleGen writes it as `ingestion_report.json` next to the examples and lo
     missing_classes     split -> classes without an image there
     skipped             every file or folder not ingested: file, reason (a code of skips.py), detail
     skipped_by_reason   reason -> number of files
+    reasons             what each reason code that occurs means
     converted           every file converted at ingestion: file, conversion
     duplicates          groups of files with identical content: their classes and splits, and
                         whether the classes differ (a labelling error) or the splits do (leakage,
@@ -19,7 +20,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Dict, Iterable, List, Sequence
 
-from components.ingestion import IngestionError
+from components.ingestion import IngestionError, skips
 
 REPORT_FILE = 'ingestion_report.json'
 _LISTED = 10  # files per section in the log summary; the JSON file lists them all
@@ -48,6 +49,7 @@ def build(layout: str, class_names: Sequence[str], counts: Dict[str, Dict[str, i
                             for split, per_class in counts.items() if 0 in per_class.values()},
         'skipped': skipped,
         'skipped_by_reason': dict(sorted(collections.Counter(item['reason'] for item in skipped).items())),
+        'reasons': {reason: skips.EXPLANATIONS[reason] for reason in sorted({item['reason'] for item in skipped})},
         'converted': sorted(converted, key=lambda item: item['file']),
         'duplicates': sorted(groups, key=lambda group: group['files'][0]['file']),
         'dropped_classes': {},
