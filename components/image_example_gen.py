@@ -303,11 +303,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 def _require_two_classes(names: List[str], data_root: str, layout: str) -> None:
     if len(names) >= 2:
         return
-    where = ('data_root/<split>/<class>/, split folders train, validation (or val, eval) and test'
-             if layout == data_folder.PRE_SPLIT else 'data_root/<class>/')
+    expected = 'data_root/<class>/<image files>'
+    if layout == data_folder.PRE_SPLIT:
+        expected = ('data_root/<split>/<class>/<image files> with split folders train, validation (or val, '
+                    'eval) and test; set layout: class_folders if the top-level folders are the classes')
     raise IngestionError(
-        f'{data_root} must contain at least two class folders, found {len(names)}: {names}. '
-        f'Expected layout ({layout}): {where}<image files>; the ingestion report lists what was skipped.')
+        f'{data_root} must contain at least two class folders, found {len(names)}: {names}. Expected {expected}.')
 
 
 def reading_config(exec_properties: Dict[str, Any]) -> ImageReadingConfig:
