@@ -7,18 +7,24 @@ import re
 
 import tensorflow as tf
 
-# Extensions TensorFlow's decoder reads (content is sniffed, the extension only filters).
-DECODABLE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
+
+def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
+    """One encoded image (JPEG, PNG, GIF first frame, BMP) -> uint8 [height, width, 3].
+
+    Grayscale becomes 3 equal channels and alpha is dropped. ImageExampleGen calls this on
+    every image it ingests, so nothing reaches Transform that this graph cannot decode.
+    """
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
 
 
 def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-    """One encoded image (JPEG, PNG, GIF first frame, BMP) -> float32 [size, size, 3] in [0, 255].
+    """One encoded image -> float32 [size, size, 3] in [0, 255] (see decode_rgb).
 
-    Grayscale becomes 3 equal channels and alpha is dropped. The image is resized to a square
-    without keeping its aspect ratio, as Keras' image_dataset_from_directory does; antialiasing
-    keeps large photos from aliasing when they are shrunk.
+    The image is resized to a square without keeping its aspect ratio, as Keras'
+    image_dataset_from_directory does; antialiasing keeps large photos from aliasing when they
+    are shrunk.
     """
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image = decode_rgb(encoded)
     image = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
 
@@ -35,6 +41,7 @@ def decode_images(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 def decode_error_reason(message: str) -> str:
     """The informative sentence of a TensorFlow decoding error, without graph and node noise."""
     message = re.sub(r'\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]', '', message)
+    message = re.sub(r'\s+name:\s*$', '', message, flags=re.MULTILINE)  # eager ops' trailer
     noise = ('Graph execution error', 'Detected at node', '<stack traces')
     lines = [line.strip() for line in message.splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]

@@ -1,141 +1,161 @@
-"""ImageExampleGen: a folder of images, one sub-folder per class, as TFX Examples.
+"""ImageExampleGen: a real folder of images as TFX Examples, with a report of everything it met.
 
-A custom executor for TFX's own FileBasedExampleGen, so splitting, output format, caching
-by input fingerprint and ML Metadata all behave as for any TFX ExampleGen. It reads
-`data_root/<class>/**/<file>` and emits tf.Examples:
+TFX's FileBasedExampleGen with its own driver and executor, so splitting, output format,
+caching and ML Metadata behave as for any TFX ExampleGen. Each example holds:
 
-    image_raw  bytes   the file's encoded bytes, untouched
-    label      int64   index of the class in the sorted class names
-    filename   bytes   path relative to data_root; the split is a stable hash of it
+    image_raw       bytes  the encoded image: the file's own bytes, or its one-time conversion
+    label           int64  index of the class in the sorted class names
+    filename        bytes  path relative to data_root
+    content_sha256  bytes  sha256 of the file's bytes (hex)
 
-Files that TensorFlow cannot decode are skipped, counted and listed in a report next to the
-examples (`ingestion_report.json`), never passed on to crash Transform. The class names are
-written next to the examples (see components.class_names).
+Two layouts (components.ingestion.data_folder):
+
+- class folders `data_root/<class>/**`: one TFX input split; TFX's own hash buckets
+  (`output_config`) split it on `content_sha256`, so byte-identical copies always share a
+  split and adding images never moves old ones;
+- pre-split folders `data_root/<train|validation|val|eval|test>/<class>/**`: one TFX input
+  split per folder (`input_config`), used as given.
+
+Files are listed, read and checked in Beam: outside Beam, the executor lists only the top one
+or two levels of folders (and the driver, components.ingestion.fingerprint, only stats every
+file for the cache key, keeping nothing). Every file that does not become an example is
+reported with its reason (components.ingestion.skips), never passed on to crash Transform;
+images TensorFlow cannot decode are converted once (components.ingestion.inspection). The
+class names and the report (components.ingestion.report) are written next to the examples.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
-from tfx.components.example_gen import base_example_gen_executor
+from google.protobuf import any_pb2, json_format, struct_pb2
+from tfx.components.example_gen import base_example_gen_executor, write_split
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
 from components import class_names as class_names_lib
-from components.features import FILENAME_KEY, IMAGE_KEY, LABEL_KEY
-from components.image_decoding import DECODABLE_EXTENSIONS, decode_error_reason
+from components.features import CONTENT_HASH_KEY, FILENAME_KEY, IMAGE_KEY, LABEL_KEY
+from components.ingestion import IngestionError, data_folder, inspection
+from components.ingestion import report as report_lib
+from components.ingestion import skips
+from components.ingestion.fingerprint import ImageFolderDriver
+from pipeline.config import ImageReadingConfig, IngestionConfig, SplitRatios
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = 'ingestion_report.json'
-SPLIT_NAMES = ('train', 'eval', 'test')
+REPORT_FILE = report_lib.REPORT_FILE
+# The input pattern of the files of every class folder below a split folder ('' for data_root).
+CLASS_FILES_PATTERN = '*/*'
 
 # exec_properties the executor adds for its own Beam transforms.
-_CLASS_NAMES = '_class_names'
+_CLASS_FOLDERS = '_class_folders'
+_READING = '_reading'
 _REPORT_DIR = '_report_dir'
-_SKIPPED_TAG = 'skipped'
+_SKIPPED = 'skipped'
+_CONVERTED = 'converted'
+# Hash buckets that put the files in a mixed order before reading (see _InPathHashOrder).
+_ORDER_BUCKETS = 16
 
 
-class IngestionError(RuntimeError):
-    """The data folder cannot produce a usable dataset; the message names the problem."""
+def split_folder_of(pattern: str) -> str:
+    """The split folder an input pattern reads: '' for `*/*`, 'val' for `val/*/*`."""
+    return pattern[:-len(CLASS_FILES_PATTERN)].rstrip('/')
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith('.') or name in ('Thumbs.db', 'desktop.ini')
-
-
-def list_class_names(data_root: str) -> List[str]:
-    """Sorted class sub-folders of data_root; errors name what is wrong with the folder."""
-    if not tf.io.gfile.isdir(data_root):
-        raise IngestionError(f'data_root {data_root} is not a folder')
-    entries = sorted(tf.io.gfile.listdir(data_root))
-    names = [e.rstrip('/') for e in entries
-             if not _is_hidden(e) and tf.io.gfile.isdir(os.path.join(data_root, e))]
-    if len(names) < 2:
-        raise IngestionError(
-            f'data_root {data_root} must contain one sub-folder per class (at least two), '
-            f'found {len(names)}: {names}. Expected layout: data_root/<class name>/<image files>.')
-    empty = [name for name in names if not _has_any_file(os.path.join(data_root, name))]
-    if empty:
-        raise IngestionError(f'class folder(s) with no files in {data_root}: {", ".join(empty)}')
-    return names
-
-
-def _has_any_file(folder: str) -> bool:
-    for _, _, files in tf.io.gfile.walk(folder):
-        if any(not _is_hidden(f) for f in files):
-            return True
-    return False
-
-
-def _list_class_files(item: Tuple[int, str], data_root: str) -> Iterator[Tuple[int, str]]:
-    """(label, class name) -> (label, path relative to data_root) for every file below the class."""
-    label, name = item
-    class_dir = os.path.join(data_root, name)
-    for folder, subfolders, files in tf.io.gfile.walk(class_dir):
-        subfolders[:] = [d for d in subfolders if not _is_hidden(d)]
-        for file_name in sorted(files):
-            relative = os.path.relpath(os.path.join(folder, file_name), data_root)
-            yield label, relative.replace(os.sep, '/')
-
-
-def _skip_reason(data: bytes) -> str:
-    """Why a file cannot become an example, or '' if it can."""
-    if not data:
-        return 'empty file'
-    try:
-        tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-        return f'not decodable by TensorFlow: {decode_error_reason(error.message)}'
-    return ''
-
-
-class _ReadImage(beam.DoFn):
-    """(label, relative path) -> tf.Example, or a tagged (path, reason) for a skipped file."""
+class _ListClassFolder(beam.DoFn):
+    """(label, class folder) -> (label, image path), or a tagged skip; a stream, folder by folder."""
 
     def __init__(self, data_root: str):
         self._data_root = data_root
 
     def process(self, item: Tuple[int, str]):
+        label, folder = item
+        for found in data_folder.walk(self._data_root, folder):
+            if isinstance(found, skips.Skip):
+                yield beam.pvalue.TaggedOutput(_SKIPPED, found.to_json())
+            else:
+                yield label, found
+
+
+class _ReadImage(beam.DoFn):
+    """(label, image path) -> tf.Example, or a tagged skip; conversions are tagged too."""
+
+    def __init__(self, data_root: str, reading: Dict[str, Any]):
+        self._data_root = data_root
+        self._reading = ImageReadingConfig(**reading)
+
+    def process(self, item: Tuple[int, str]):
         label, relative = item
-        base_name = os.path.basename(relative)
-        if _is_hidden(base_name):
-            yield beam.pvalue.TaggedOutput(_SKIPPED_TAG, (relative, 'hidden or system file'))
-            return
-        extension = os.path.splitext(base_name)[1].lower()
-        if extension not in DECODABLE_EXTENSIONS:
-            yield beam.pvalue.TaggedOutput(
-                _SKIPPED_TAG, (relative, f'unsupported file type {extension or "(no extension)"}; '
-                                         f'supported: {" ".join(DECODABLE_EXTENSIONS)}'))
-            return
         try:
-            with tf.io.gfile.GFile(os.path.join(self._data_root, relative), 'rb') as f:
-                data = f.read()
+            data = data_folder.read_bytes(self._data_root, relative)
         except (OSError, tf.errors.OpError) as error:
-            yield beam.pvalue.TaggedOutput(_SKIPPED_TAG, (relative, f'unreadable: {error}'))
+            detail = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
+            yield beam.pvalue.TaggedOutput(_SKIPPED, skips.Skip(relative, skips.UNREADABLE, detail).to_json())
             return
-        reason = _skip_reason(data)
-        if reason:
-            yield beam.pvalue.TaggedOutput(_SKIPPED_TAG, (relative, reason))
+        outcome = inspection.inspect(data, self._reading.max_image_pixels, self._reading.apply_exif_orientation)
+        if isinstance(outcome, inspection.Refused):
+            yield beam.pvalue.TaggedOutput(_SKIPPED, skips.Skip(relative, outcome.reason, outcome.detail).to_json())
             return
-        yield tf.train.Example(features=tf.train.Features(feature={
-            IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-            LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-            FILENAME_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[relative.encode()])),
-        }))
+        if outcome.conversion:
+            yield beam.pvalue.TaggedOutput(_CONVERTED, {'file': relative, 'conversion': outcome.conversion})
+        yield _example(outcome.encoded, label, relative, hashlib.sha256(data).hexdigest())
 
 
-def _write_json(pcoll: beam.PCollection, path: str, label: str) -> None:
-    """Writes a PCollection of one JSON-able value (e.g. from ToList) as one file."""
+def _example(encoded: bytes, label: int, relative: str, content_hash: str) -> tf.train.Example:
+    def bytes_feature(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        IMAGE_KEY: bytes_feature(encoded),
+        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        FILENAME_KEY: bytes_feature(relative.encode()),
+        CONTENT_HASH_KEY: bytes_feature(content_hash.encode()),
+    }))
+
+
+def _write_json_lines(pcoll: beam.PCollection, path_prefix: str, label: str) -> None:
+    """One JSON value per line, in as many shards as the runner likes: nothing is gathered."""
     _ = (pcoll
          | f'{label}Json' >> beam.Map(lambda value: json.dumps(value, sort_keys=True))
-         | f'{label}Write' >> beam.io.WriteToText(path, shard_name_template='', num_shards=1))
+         | f'{label}Write' >> beam.io.WriteToText(path_prefix, file_name_suffix='.jsonl'))
+
+
+def _read_json_lines(pattern: str) -> List[Any]:
+    values = []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        with tf.io.gfile.GFile(path) as f:
+            values.extend(json.loads(line) for line in f if line.strip())
+    return values
+
+
+def _order_key(item: Tuple[int, str]) -> bytes:
+    return hashlib.sha256(item[1].encode()).digest()
+
+
+@beam.ptransform_fn
+def _InPathHashOrder(files: beam.PCollection) -> beam.PCollection:
+    """(label, path) in the order of a hash of the path, instead of class by class as listed.
+
+    Examples are written in the order they are read, and the Trainer shuffles them with a
+    bounded buffer: a split written class by class would train on batches of one class.
+    Beam's Reshuffle does not reorder anything on the DirectRunner (TFX's own shuffle before
+    writing did not either); sorting within a few hash buckets does, the same way on every run,
+    and holds nothing but paths.
+    """
+    return (files
+            | 'KeyByBucket' >> beam.Map(lambda item: (_order_key(item)[0] % _ORDER_BUCKETS, item))
+            | 'Buckets' >> beam.GroupByKey()
+            | 'SortEachBucket' >> beam.FlatMapTuple(lambda bucket, items: sorted(items, key=_order_key)))
 
 
 @beam.ptransform_fn
@@ -143,132 +163,209 @@ def _write_json(pcoll: beam.PCollection, path: str, label: str) -> None:
 @beam.typehints.with_output_types(tf.train.Example)
 def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                      split_pattern: str) -> beam.PCollection:
-    """Lists each class folder in parallel and reads every file as a stream."""
-    del split_pattern  # The folder layout, not a glob, defines the data.
+    """Lists the class folders of one split folder in parallel, then reads every file as a stream."""
     data_root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    results = (
-        pipeline
-        | 'Classes' >> beam.Create(list(enumerate(exec_properties[_CLASS_NAMES])))
-        | 'ListFiles' >> beam.FlatMap(_list_class_files, data_root)
-        | 'Distribute' >> beam.Reshuffle()
-        | 'ReadImages' >> beam.ParDo(_ReadImage(data_root)).with_outputs(_SKIPPED_TAG, main='examples'))
-    skipped = (results[_SKIPPED_TAG]
-               | 'SkippedToList' >> beam.combiners.ToList()
-               | 'SortSkipped' >> beam.Map(sorted))
-    _write_json(skipped, os.path.join(exec_properties[_REPORT_DIR], 'skipped.json'), 'Skipped')
-    return results['examples']
+    split_folder = split_folder_of(split_pattern)
+    listed = (pipeline
+              | 'ClassFolders' >> beam.Create(exec_properties[_CLASS_FOLDERS][split_folder])
+              | 'ListFiles' >> beam.ParDo(_ListClassFolder(data_root)).with_outputs(_SKIPPED, main='files'))
+    read = (listed['files']
+            | 'InPathHashOrder' >> _InPathHashOrder()  # pylint: disable=no-value-for-parameter
+            | 'Distribute' >> beam.Reshuffle()
+            | 'ReadImages' >> beam.ParDo(_ReadImage(data_root, exec_properties[_READING])).with_outputs(
+                _SKIPPED, _CONVERTED, main='examples'))
+    report_prefix = os.path.join(exec_properties[_REPORT_DIR], split_folder or 'all')
+    skipped = (listed[_SKIPPED], read[_SKIPPED]) | 'AllSkipped' >> beam.Flatten()
+    _write_json_lines(skipped, report_prefix + '-skipped', 'Skipped')
+    _write_json_lines(read[_CONVERTED], report_prefix + '-converted', 'Converted')
+    return read['examples']
 
 
-def _label_of(example: tf.train.Example) -> int:
-    return example.features.feature[LABEL_KEY].int64_list.value[0]
+def _summary(example: tf.train.Example, split: str) -> Tuple[str, int, str, str]:
+    features = example.features.feature
+    return (split, features[LABEL_KEY].int64_list.value[0],
+            features[CONTENT_HASH_KEY].bytes_list.value[0].decode(), features[FILENAME_KEY].bytes_list.value[0].decode())
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Runs the image PTransform, then writes class names and the ingestion report."""
+    """Reads the folder in Beam, then checks the classes and writes class names and the report."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _ImagesToExample
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        """TFX's splitting, plus what the report needs from the split examples: counts and duplicates."""
         splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
-        for split_name, examples in splits.items():
-            counts = (examples
-                      | f'Labels[{split_name}]' >> beam.Map(_label_of)
-                      | f'CountLabels[{split_name}]' >> beam.combiners.Count.PerElement()
-                      | f'CountsToList[{split_name}]' >> beam.combiners.ToList())
-            _write_json(counts, os.path.join(exec_properties[_REPORT_DIR], f'counts-{split_name}.json'),
-                        f'Counts[{split_name}]')
+        report_dir = exec_properties[_REPORT_DIR]
+        summaries = ([examples | f'Summarise[{split}]' >> beam.Map(_summary, split)
+                      for split, examples in splits.items()]
+                     | 'AllSummaries' >> beam.Flatten())
+        counts = (summaries
+                  | 'SplitAndLabel' >> beam.Map(lambda summary: summary[:2])
+                  | 'Count' >> beam.combiners.Count.PerElement()
+                  | 'CountRecord' >> beam.Map(lambda item: {'split': item[0][0], 'label': item[0][1], 'images': item[1]}))
+        _write_json_lines(counts, os.path.join(report_dir, 'counts'), 'Counts')
+        duplicates = (summaries
+                      | 'ByContent' >> beam.Map(lambda s: (s[2], {'file': s[3], 'label': s[1], 'split': s[0]}))
+                      | 'GroupByContent' >> beam.GroupByKey()
+                      | 'Files' >> beam.MapTuple(lambda content_hash, files: list(files))
+                      | 'OnlyDuplicates' >> beam.Filter(lambda files: len(files) > 1))
+        _write_json_lines(duplicates, os.path.join(report_dir, 'duplicates'), 'Duplicates')
         return splits
 
     def Do(self, input_dict, output_dict, exec_properties):
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         data_root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        names = list_class_names(data_root)
-        report_dir = os.path.join(examples.uri, '_ingestion')
-        exec_properties = dict(exec_properties, **{_CLASS_NAMES: names, _REPORT_DIR: report_dir})
-        super().Do(input_dict, output_dict, exec_properties)
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        split_folders = [split_folder_of(split.pattern) for split in input_config.splits]
+        layout = data_folder.CLASS_FOLDERS if split_folders == [''] else data_folder.PRE_SPLIT
+        reading = reading_config(exec_properties)
+        if not tf.io.gfile.isdir(data_root):
+            raise IngestionError(f'data_root {data_root} is not a folder')
+        found = data_folder.find_class_folders(data_root, split_folders)
+        _require_two_classes(found.class_names, data_root, layout)
 
-        split_names = artifact_utils.decode_split_names(examples.split_names)
-        report = _collect_report(report_dir, names, split_names)
-        tf.io.gfile.rmtree(report_dir)
+        report = self._ingest(examples, exec_properties, found, found.class_names, reading, layout)
+        unusable = report_lib.unusable_classes(report)
+        if unusable and reading.drop_unusable_classes:
+            kept = [name for name in found.class_names if name not in unusable]
+            logger.warning('Dropping class(es) %s and ingesting again without them',
+                           '; '.join(f'{name} ({why})' for name, why in unusable.items()))
+            _require_two_classes(kept, data_root, layout)
+            for split in artifact_utils.decode_split_names(examples.split_names):
+                split_uri = artifact_utils.get_split_uri([examples], split)
+                if tf.io.gfile.exists(split_uri):
+                    tf.io.gfile.rmtree(split_uri)
+            report = self._ingest(examples, exec_properties, found, kept, reading, layout)
+            report['dropped_classes'] = unusable
+
+        names = report['class_names']
         with tf.io.gfile.GFile(os.path.join(examples.uri, REPORT_FILE), 'w') as f:
             json.dump(report, f, indent=1)
         class_names_lib.write(examples.uri, names)
         examples.set_string_custom_property(class_names_lib.PROPERTY_NAME, json.dumps(names))
         examples.set_int_custom_property('num_skipped', len(report['skipped']))
-        logger.info('%s', format_report(report))
-        _check_usable(report)
+        examples.set_int_custom_property('num_converted', len(report['converted']))
+        examples.set_int_custom_property('num_duplicate_groups', len(report['duplicates']))
+        logger.info('%s', report_lib.format_summary(report))
+        report_lib.check(report)
+
+    def _write_examples(self, examples, exec_properties: Dict[str, Any]) -> None:
+        """BaseExampleGenExecutor.Do, without the Reshuffle its WriteSplit puts before writing.
+
+        That shuffle is a GroupByKey over every serialized example: the DirectRunner holds the
+        whole data set in memory until the last file is read (bench/ingestion.py, 100,000 images
+        of 4 KB: a peak of 3.2 GB with it, 1.1 GB without). It did not mix the order on the
+        DirectRunner either; _InPathHashOrder does, before the files are read, so examples
+        stream to disk as they are made.
+        """
+        input_config = proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                                                 example_gen_pb2.Input())
+        output_config = proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                                                  example_gen_pb2.Output())
+        examples.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config))
+        with self._make_beam_pipeline() as pipeline:
+            for split, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                path = os.path.join(artifact_utils.get_split_uri([examples], split), write_split.DEFAULT_FILE_NAME)
+                _ = (records
+                     | f'Serialize[{split}]' >> beam.ParDo(write_split.MaybeSerialize())
+                     | f'Write[{split}]' >> beam.io.WriteToTFRecord(path, file_name_suffix='.gz'))
+        examples_utils.set_payload_format(examples, exec_properties.get(
+            standard_component_specs.OUTPUT_DATA_FORMAT_KEY, example_gen_pb2.FORMAT_TF_EXAMPLE))
+        examples_utils.set_file_format(examples, write_split.to_file_format_str(
+            exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY, example_gen_pb2.FORMAT_TFRECORDS_GZIP)))
+
+    def _ingest(self, examples, exec_properties, found: data_folder.ClassFolders, names: List[str],
+                reading: ImageReadingConfig, layout: str) -> Dict[str, Any]:
+        """One Beam run over the class folders of `names`; returns the report."""
+        report_dir = os.path.join(examples.uri, '_ingestion')
+        class_folders = {split_folder: [(names.index(name), folder) for name, folder in folders if name in names]
+                         for split_folder, folders in found.folders.items()}
+        self._write_examples(examples, dict(exec_properties, **{
+            _CLASS_FOLDERS: class_folders, _READING: reading.model_dump(), _REPORT_DIR: report_dir}))
+
+        split_names = artifact_utils.decode_split_names(examples.split_names)
+        counts = {split: {} for split in split_names}
+        for record in _read_json_lines(os.path.join(report_dir, 'counts*.jsonl')):
+            counts[record['split']][names[record['label']]] = record['images']
+        duplicates = [[{'file': item['file'], 'class': names[item['label']], 'split': item['split']} for item in files]
+                      for files in _read_json_lines(os.path.join(report_dir, 'duplicates*.jsonl'))]
+        skipped = [skip.to_json() for skip in found.skipped] + _read_json_lines(
+            os.path.join(report_dir, '*-skipped*.jsonl'))
+        converted = _read_json_lines(os.path.join(report_dir, '*-converted*.jsonl'))
+        report = report_lib.build(layout, names, counts, skipped, converted, duplicates)
+        tf.io.gfile.rmtree(report_dir)
+        return report
 
 
-def _collect_report(report_dir: str, names: List[str], split_names: List[str]) -> Dict[str, Any]:
-    def load(file_name):
-        with tf.io.gfile.GFile(os.path.join(report_dir, file_name)) as f:
-            return json.load(f)
-
-    counts = {split: {names[label]: n for label, n in load(f'counts-{split}.json')}
-              for split in split_names}
-    counts = {split: {name: per_class.get(name, 0) for name in names} for split, per_class in counts.items()}
-    return {
-        'class_names': names,
-        'counts': counts,
-        'total': sum(sum(per_class.values()) for per_class in counts.values()),
-        'skipped': [{'file': path, 'reason': reason} for path, reason in load('skipped.json')],
-    }
+def _require_two_classes(names: List[str], data_root: str, layout: str) -> None:
+    if len(names) >= 2:
+        return
+    expected = 'data_root/<class>/<image files>'
+    if layout == data_folder.PRE_SPLIT:
+        expected = ('data_root/<split>/<class>/<image files> with split folders train, validation (or val, '
+                    'eval) and test; set layout: class_folders if the top-level folders are the classes')
+    raise IngestionError(
+        f'{data_root} must contain at least two class folders, found {len(names)}: {names}. Expected {expected}.')
 
 
-def format_report(report: Dict[str, Any]) -> str:
-    """A short table: images per class and split, then the skipped files."""
-    splits = list(report['counts'])
-    width = max(len(name) for name in report['class_names'] + ['class'])
-    lines = [f'Ingested {report["total"]} images of {len(report["class_names"])} classes, '
-             f'skipped {len(report["skipped"])} files.',
-             '  ' + 'class'.ljust(width) + ''.join(f'{s:>8}' for s in splits)]
-    for name in report['class_names']:
-        lines.append('  ' + name.ljust(width) + ''.join(f'{report["counts"][s][name]:>8}' for s in splits))
-    for item in report['skipped'][:20]:
-        lines.append(f'  skipped {item["file"]}: {item["reason"]}')
-    if len(report['skipped']) > 20:
-        lines.append(f'  ... and {len(report["skipped"]) - 20} more skipped files, see {REPORT_FILE}')
-    return '\n'.join(lines)
+def reading_config(exec_properties: Dict[str, Any]) -> ImageReadingConfig:
+    """The executor's options, from the component's custom_config (defaults if there is none)."""
+    text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+    if not text:
+        return ImageReadingConfig()
+    config = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(text, config)
+    values = struct_pb2.Struct()
+    config.custom_config.Unpack(values)
+    values = json_format.MessageToDict(values)
+    return ImageReadingConfig(**{key: values[key] for key in ImageReadingConfig.model_fields if key in values})
 
 
-def _check_usable(report: Dict[str, Any]) -> None:
-    """Fails the component on data a model cannot be trained and evaluated on."""
-    counts = report['counts']
-    per_class = {name: sum(counts[s][name] for s in counts) for name in report['class_names']}
-    no_images = [name for name, n in per_class.items() if n == 0]
-    if no_images:
-        raise IngestionError(
-            f'class(es) without a single usable image: {", ".join(no_images)} '
-            f'(see skipped files in {REPORT_FILE})')
-    empty_splits = [split for split, per in counts.items() if sum(per.values()) == 0]
-    if empty_splits:
-        raise IngestionError(
-            f'split(s) {", ".join(empty_splits)} received no images out of {report["total"]}: '
-            f'add images or raise their share in split_ratios')
-    for split, per in counts.items():
-        missing = [name for name, n in per.items() if n == 0]
-        if missing:
-            logger.warning('split %s has no image of class(es) %s; its metrics will not cover them',
-                           split, ', '.join(missing))
+def custom_config(reading: ImageReadingConfig, code_version: str = '') -> example_gen_pb2.CustomConfig:
+    """The executor's options as TFX carries them (an Any); code_version only feeds the cache key."""
+    values = struct_pb2.Struct()
+    values.update(dict(_project(reading, ImageReadingConfig), code_version=code_version))
+    packed = any_pb2.Any()
+    packed.Pack(values)
+    return example_gen_pb2.CustomConfig(custom_config=packed)
 
 
-def output_config(train: int, eval: int, test: int) -> example_gen_pb2.Output:  # noqa: A002
-    """Hash buckets in the given proportions, hashing the relative path (not the content)."""
+def _project(config, model) -> Dict[str, Any]:
+    return {name: getattr(config, name) for name in model.model_fields}
+
+
+def input_config(layout: data_folder.Layout) -> example_gen_pb2.Input:
+    """One input split of all class folders, or one per split folder (used as given)."""
+    if layout.kind == data_folder.CLASS_FOLDERS:
+        return example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name='images', pattern=CLASS_FILES_PATTERN)])
+    return example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name=split, pattern=f'{folder}/{CLASS_FILES_PATTERN}')
+        for split, folder in layout.split_folders.items()])
+
+
+def output_config(layout: data_folder.Layout, ratios: SplitRatios) -> example_gen_pb2.Output:
+    """Hash buckets of the content hash in the given proportions; nothing when the folders are splits."""
+    if layout.kind == data_folder.PRE_SPLIT:
+        return example_gen_pb2.Output()
     return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
-        splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
-                for name, buckets in zip(SPLIT_NAMES, (train, eval, test), strict=True)],
-        partition_feature_name=FILENAME_KEY))
+        splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=getattr(ratios, name))
+                for name in data_folder.OUTPUT_SPLITS],
+        partition_feature_name=CONTENT_HASH_KEY))
 
 
-def ImageExampleGen(data_root: str, train: int = 80, eval: int = 10, test: int = 10):  # noqa: A002,N802
-    """A FileBasedExampleGen reading class folders with the image executor."""
-    return FileBasedExampleGen(
-        input_base=data_root,
-        # The input pattern only feeds TFX's input fingerprint (which decides caching):
-        # it covers the files of every class folder.
-        input_config=example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name='images', pattern='*/*')]),
-        output_config=output_config(train, eval, test),
-        custom_executor_spec=executor_spec.BeamExecutorSpec(Executor),
-    ).with_id('ImageExampleGen')
+class ImageExampleGen(FileBasedExampleGen):
+    """FileBasedExampleGen reading image folders, with the tree-fingerprinting driver."""
+
+    DRIVER_CLASS = ImageFolderDriver
+
+    def __init__(self, data_root: str, ingestion: IngestionConfig, code_version: str = ''):
+        layout = data_folder.detect_layout(data_root, ingestion.layout)
+        super().__init__(
+            input_base=data_root,
+            input_config=input_config(layout),
+            output_config=output_config(layout, ingestion.split_ratios),
+            custom_config=custom_config(ingestion, code_version),
+            custom_executor_spec=executor_spec.BeamExecutorSpec(Executor))

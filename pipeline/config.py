@@ -43,6 +43,9 @@ KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform',
 # and tensorflow-io 0.37.1's aborts every process that used it at exit (code 134,
 # tensorflow/io#2039), which fails the step.
 KUBEFLOW_STORAGE_SCHEMES = ('gs://',)
+# Pillow refuses images with more pixels outright (2 * PIL.Image.MAX_IMAGE_PIXELS), so a larger
+# max_image_pixels could not be honoured.
+PILLOW_HARD_PIXEL_LIMIT = 178_956_970
 
 
 class ConfigError(ValueError):
@@ -272,7 +275,22 @@ class ComponentResources(_Strict):
         return self
 
 
-class PipelineConfig(_Recipe):
+class ImageReadingConfig(_Strict):
+    """How ImageExampleGen's executor treats each file (its custom_config)."""
+
+    apply_exif_orientation: bool = True
+    max_image_pixels: int = Field(100_000_000, ge=1, le=PILLOW_HARD_PIXEL_LIMIT)
+    drop_unusable_classes: bool = False
+
+
+class IngestionConfig(ImageReadingConfig):
+    """What ImageExampleGen needs besides data_root: which layout, and split sizes if it computes them."""
+
+    layout: Literal['auto', 'class_folders', 'pre_split'] = 'auto'
+    split_ratios: SplitRatios = SplitRatios()
+
+
+class PipelineConfig(_Recipe, IngestionConfig):
     """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
     pipeline_name: str = Field('image-transfer-learning', pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
@@ -282,7 +300,7 @@ class PipelineConfig(_Recipe):
     metadata_path: Optional[str] = None
     serving_dir: Optional[str] = None
     cli_home: Optional[str] = None
-    split_ratios: SplitRatios = SplitRatios()
+    # (How folders are read and split: see IngestionConfig.)
 
     # The model: one backbone, or several side by side (`backbones`), then the head.
     backbone: BackboneName = 'mobilenet_v2'
@@ -310,7 +328,8 @@ class PipelineConfig(_Recipe):
     @classmethod
     def _data_root_exists(cls, value: str) -> str:
         if not _is_remote(value) and not os.path.isdir(value):
-            raise ValueError(f'{value!r} is not a folder (expected data_root/<class>/<image files>)')
+            raise ValueError(f'{value!r} is not a folder (expected data_root/<class>/<image files> '
+                             f'or data_root/<split>/<class>/<image files>)')
         return value
 
     @field_validator('beam_args')
@@ -407,6 +426,9 @@ class PipelineConfig(_Recipe):
                                 f'the containers; use a gs:// path or a handle URL')
         if problems:
             raise ConfigError('Configuration cannot run on Kubeflow:\n' + '\n'.join('  ' + p for p in problems))
+
+    def ingestion(self) -> IngestionConfig:
+        return IngestionConfig(**{name: getattr(self, name) for name in IngestionConfig.model_fields})
 
 
 def _messages(error: ValidationError) -> List[str]:

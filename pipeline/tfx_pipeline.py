@@ -29,6 +29,8 @@ TRANSFORM_MODULE = COMPONENTS_DIR / 'transform' / 'image_preprocessing.py'
 TRAINER_MODULE = COMPONENTS_DIR / 'trainer' / 'image_trainer.py'
 SCHEMA_FILE = REPO_ROOT / 'schemas' / 'schema.pbtxt'
 CONFIG_MODULE = REPO_ROOT / 'pipeline' / 'config.py'
+# Modules of components/ that ImageExampleGen runs, besides components/ingestion/.
+INGESTION_MODULES = ('image_example_gen.py', 'image_decoding.py', 'features.py', 'class_names.py')
 
 # On Kubeflow every component runs in config.container_image, which has this repository
 # installed (see Dockerfile): user code is named by import path, the schema by its path there.
@@ -51,8 +53,20 @@ def code_fingerprint() -> str:
     makes a change anywhere in components/ (or in the config model) re-run them instead of
     reusing a stale cached result.
     """
+    return _fingerprint(sorted(COMPONENTS_DIR.rglob('*.py')) + [CONFIG_MODULE])
+
+
+def ingestion_code_fingerprint() -> str:
+    """sha256 of ImageExampleGen's code: TFX's cache key holds the executor's name, not its code.
+
+    Only the ingestion code, so that changing the model does not re-read every image.
+    """
+    return _fingerprint(sorted((COMPONENTS_DIR / 'ingestion').glob('*.py')) + [
+        COMPONENTS_DIR / name for name in INGESTION_MODULES])
+
+
+def _fingerprint(files: List[Path]) -> str:
     digest = hashlib.sha256()
-    files = sorted(COMPONENTS_DIR.rglob('*.py')) + [CONFIG_MODULE]
     for path in files:
         digest.update(str(path.relative_to(REPO_ROOT)).encode())
         digest.update(path.read_bytes())
@@ -112,7 +126,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
             config.metadata_path)
     fingerprint = code_fingerprint()
 
-    example_gen = ImageExampleGen(config.data_root, **config.split_ratios.model_dump())
+    example_gen = ImageExampleGen(config.data_root, config.ingestion(), code_version=ingestion_code_fingerprint())
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
 

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny generated image folders and tiny pipeline configs."""
 import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
@@ -21,6 +23,32 @@ def image_bytes(colour, size=(24, 20), fmt='PNG', mode='RGB', seed=0) -> bytes:
     image = Image.fromarray(pixels, 'RGB').convert(mode)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height RGB pixels and has no pixel data: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b'')
+
+
+UPRIGHT_TOP, UPRIGHT_BOTTOM = (230, 20, 20), (20, 20, 230)
+
+
+def sideways_photo() -> bytes:
+    """A JPEG stored lying on its side with EXIF orientation 6, as phones write them.
+
+    Upright (after applying the orientation) it is 20 wide and 30 high, red on top, blue below.
+    """
+    upright = np.zeros((30, 20, 3), np.uint8)
+    upright[:15], upright[15:] = UPRIGHT_TOP, UPRIGHT_BOTTOM
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the sensor saw
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, format='JPEG', quality=95, exif=exif)
     return buffer.getvalue()
 
 
@@ -67,7 +95,7 @@ def kubeflow_config_values(**overrides) -> dict:
     """A tiny pipeline compiled for Kubeflow: storage on gs://, the Trainer on one GPU."""
     values = tiny_config_values(
         'gs://test-bucket/images', 'gs://test-bucket/out',
-        container_image='registry.example/ml/image-transfer-learning:1.2.3',
+        container_image='registry.example/ml/image-transfer-learning:1.2.3', layout='class_folders',
         weights='imagenet-torchvision', alpha=1.0,
         beam_args=['--direct_running_mode=multi_processing', '--direct_num_workers=3'],
         component_resources={

@@ -74,6 +74,11 @@ def test_unknown_key_is_named(tmp_path):
      'component_resources.Trainer.memory_limit: String should match pattern'),
     ('component_resources', {'Trainer': {'accelerator_count': 2}},
      'component_resources.Trainer: accelerator_count is set but accelerator_type is not'),
+    ('layout', 'flat', "layout: Input should be 'auto', 'class_folders' or 'pre_split'"),
+    ('max_image_pixels', 0, 'max_image_pixels: Input should be greater than or equal to 1'),
+    ('max_image_pixels', 200_000_000, 'max_image_pixels: Input should be less than or equal to 178956970'),
+    ('apply_exif_orientation', 'sometimes', 'apply_exif_orientation: Input should be a valid boolean'),
+    ('drop_unusable_classes', 'maybe', 'drop_unusable_classes: Input should be a valid boolean'),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', **{key: value})
@@ -135,6 +140,15 @@ def test_components_receive_only_their_keys(tmp_path):
     assert 'min_accuracy' not in training and 'output_dir' not in training
     assert training['backbones'][0]['fine_tune_at'] is None
     assert config.training().backbones[0].effective_fine_tune_at == 100  # mobilenet_v2's, the tutorial's
+    assert set(config.ingestion().model_dump()) == {'layout', 'split_ratios', 'apply_exif_orientation',
+                                                    'max_image_pixels', 'drop_unusable_classes'}
+    assert 'layout' not in training
+
+
+def test_pixel_limit_bound_is_pillows_own():
+    from components.ingestion.inspection import PILLOW_HARD_PIXEL_LIMIT
+    from pipeline.config import PILLOW_HARD_PIXEL_LIMIT as configured
+    assert configured == PILLOW_HARD_PIXEL_LIMIT
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

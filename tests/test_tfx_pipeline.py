@@ -2,7 +2,10 @@
 import json
 
 import pytest
+from google.protobuf import struct_pb2
 from tfx.proto import evaluator_pb2  # noqa: F401  (registers the protos used by the Evaluator spec)
+from tfx.proto import example_gen_pb2
+from tfx.utils import proto_utils
 
 from components import gate
 from conftest import tiny_config_values
@@ -42,6 +45,15 @@ def test_components_get_only_their_config(config):
     assert set(transform_config) == {'inputs', 'code_version'}
     assert 'min_accuracy' not in trainer_config and trainer_config['backbones'][0]['alpha'] == 0.35
     assert transform_config['code_version'] == trainer_config['code_version'] == tfx_pipeline.code_fingerprint()
+    example_gen = by_id['ImageExampleGen'].exec_properties
+    custom = proto_utils.json_to_proto(example_gen['custom_config'], example_gen_pb2.CustomConfig())
+    reading = struct_pb2.Struct()
+    custom.custom_config.Unpack(reading)
+    assert dict(reading) == {'apply_exif_orientation': True, 'max_image_pixels': 100_000_000,
+                             'drop_unusable_classes': False,
+                             'code_version': tfx_pipeline.ingestion_code_fingerprint()}
+    output = proto_utils.json_to_proto(example_gen['output_config'], example_gen_pb2.Output())
+    assert output.split_config.partition_feature_name == 'content_sha256'
 
 
 def test_gate_thresholds_apply_to_the_overall_slice_only():

@@ -1,0 +1,130 @@
+"""One file's bytes -> ingested as they are, converted once, or refused with a reason.
+
+The rule is what Transform can decode (components.image_decoding.decode_rgb: JPEG, PNG, GIF
+first frame, BMP):
+
+1. The header is read with Pillow, never the pixels: an image with more than `max_pixels`
+   pixels (a decompression bomb) is refused before anything decodes it.
+2. If its EXIF orientation says the camera was held sideways (and `apply_exif_orientation`),
+   it is converted: TensorFlow ignores EXIF, so the photo would otherwise train lying down.
+3. Otherwise, if TensorFlow decodes it, the bytes pass untouched. With TensorFlow 2.16 this
+   includes CMYK JPEGs, 16-bit and palette PNGs with transparency.
+4. Otherwise, if Pillow decodes it (TIFF, WebP, AVIF, JPEGs TensorFlow refuses, ...), it is
+   converted once, here, to what Transform reads: JPEG (quality 95) when it came from a JPEG,
+   lossless PNG otherwise; 8-bit grayscale or RGB, alpha dropped, first frame only.
+5. Anything else is refused: not an image, or truncated/corrupt image data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from typing import Union
+
+import numpy as np
+import tensorflow as tf
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from components.image_decoding import decode_error_reason, decode_rgb
+from components.ingestion import skips
+
+# Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS outright (DecompressionBombError) and
+# warns above MAX_IMAGE_PIXELS; max_image_pixels is checked here instead, so the warning is noise.
+PILLOW_HARD_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
+
+_LOSSY_SOURCES = ('JPEG', 'MPO')
+_JPEG_QUALITY = 95
+_NORMAL_ORIENTATION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Ingested:
+    encoded: bytes  # what Transform decodes
+    conversion: str = ''  # what was done to the file; '' when it passed as it is
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    reason: str  # a code of components.ingestion.skips
+    detail: str
+
+
+def inspect(data: bytes, max_pixels: int, apply_exif_orientation: bool) -> Union[Ingested, Refused]:
+    """Decides what becomes of one file's bytes (see the module docstring)."""
+    if not data:
+        return Refused(skips.EMPTY_FILE, '0 bytes')
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as error:
+        return Refused(skips.TOO_MANY_PIXELS, str(error))
+    except UnidentifiedImageError:
+        return Refused(skips.NOT_AN_IMAGE, 'no image format recognises the content')
+    except Exception as error:  # noqa: BLE001  Pillow's parsers raise anything on a mangled header
+        return Refused(skips.CORRUPT_IMAGE, f'unreadable header: {error}')
+    width, height = image.size
+    if width * height > max_pixels:
+        return Refused(skips.TOO_MANY_PIXELS,
+                       f'{width}x{height} = {width * height:,} pixels, above max_image_pixels {max_pixels:,}')
+    orientation = _orientation(image) if apply_exif_orientation else _NORMAL_ORIENTATION
+    tensorflow_error = ''
+    if orientation == _NORMAL_ORIENTATION:
+        tensorflow_error = _tensorflow_decode_error(data)
+        if not tensorflow_error:
+            return Ingested(data)
+    return _convert(image, orientation, tensorflow_error)
+
+
+def _orientation(image: Image.Image) -> int:
+    if image.format == 'PNG' and 'exif' not in image.info:
+        return _NORMAL_ORIENTATION  # Pillow would decode the whole PNG to look for a late eXIf chunk
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, _NORMAL_ORIENTATION)
+    except Exception:  # noqa: BLE001  a mangled EXIF block must not cost the image
+        return _NORMAL_ORIENTATION
+    return orientation if orientation in range(1, 9) else _NORMAL_ORIENTATION
+
+
+def _tensorflow_decode_error(data: bytes) -> str:
+    """'' if Transform's decoder reads the bytes, else its reason."""
+    try:
+        decode_rgb(tf.constant(data))
+    except tf.errors.OpError as error:
+        return decode_error_reason(error.message)
+    return ''
+
+
+def _convert(image: Image.Image, orientation: int, tensorflow_error: str) -> Union[Ingested, Refused]:
+    source_format, source = image.format, f'{image.format} {image.mode}'
+    frames = getattr(image, 'n_frames', 1)
+    try:
+        image.load()
+        if orientation != _NORMAL_ORIENTATION:
+            image = ImageOps.exif_transpose(image)
+        pixels = _eight_bit(image)
+    except Exception as error:  # noqa: BLE001  Pillow's decoders raise many types on broken data
+        because = f'TensorFlow: {tensorflow_error}; ' if tensorflow_error else ''
+        return Refused(skips.CORRUPT_IMAGE, f'{because}Pillow: {error}')
+    target = 'JPEG' if source_format in _LOSSY_SOURCES else 'PNG'
+    buffer = io.BytesIO()
+    pixels.save(buffer, format=target, **({'quality': _JPEG_QUALITY} if target == 'JPEG' else {}))
+    encoded = buffer.getvalue()
+    still_failing = _tensorflow_decode_error(encoded)
+    if still_failing:
+        return Refused(skips.CORRUPT_IMAGE, f'converted with Pillow, but TensorFlow still fails: {still_failing}')
+    steps = [f'EXIF orientation {orientation} applied'] if orientation != _NORMAL_ORIENTATION else []
+    if frames > 1:
+        steps.append(f'first of {frames} frames')
+    return Ingested(encoded, f'{source} -> {target} {pixels.mode}' + ''.join(f', {step}' for step in steps))
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """8-bit grayscale or RGB; alpha is dropped, as TensorFlow's decoder drops it."""
+    if image.mode.startswith('I'):  # 16- or 32-bit integer grayscale: scale, do not clip
+        values = np.asarray(image).astype(np.uint32)
+        return Image.fromarray((np.minimum(values, 65535) // 257).astype(np.uint8), 'L')
+    if image.mode in ('1', 'L', 'LA', 'La', 'F'):
+        return image.convert('L')
+    if image.mode == 'P':
+        image = image.convert('RGBA')  # palette transparency is resolved through RGBA
+    return image.convert('RGB')
