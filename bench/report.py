@@ -16,7 +16,8 @@ def write_table(name: str, title: str, description: str, header: Sequence[str],
     """bench/results/<name>.md with the exact command, date, commit and machine."""
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                             cwd=RESULTS_DIR.parent).stdout.strip() or 'unknown'
-    command = 'python -m ' + ' '.join([f'bench.{name}'] + sys.argv[1:])
+    module = 'bench.' + Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith('.py') else f'bench.{name}'
+    command = 'python -m ' + ' '.join([module] + sys.argv[1:])
     lines = [f'# {title}', '',
              f'`{command}` on {datetime.date.today()}, commit {commit}, {platform.machine()}, '
              f'{_cores()} cores. {description}', '',

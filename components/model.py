@@ -40,6 +40,10 @@ class Classifier:
     bases: Dict[str, tf_keras.Model]
     specs: List[BackboneSpec]
     num_classes: int
+    # Inputs -> the vector the head sees (shares its layers with `model`).
+    features: Optional[tf_keras.Model] = None
+    # The layers after `features`, in order (shared with `model`).
+    head_layers: List[tf_keras.layers.Layer] = dataclasses.field(default_factory=list)
 
     @property
     def binary(self) -> bool:
@@ -127,18 +131,31 @@ def build_classifier(spec: TrainingSpec, num_classes: int, bases: Optional[Dict[
         for backbone in spec.backbones:  # fail before training, not after phase 1
             backbones.fine_tune_index(bases[backbone.key], backbone.effective_fine_tune_at)
     extractor = build_feature_extractor(spec, bases)
-    x = extractor.outputs[0]
+    head_layers = []
     if feature_stats is not None:
         mean, std = feature_stats
-        x = tf_keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
-                                      name='standardize_features')(x)
-    for index, units in enumerate(spec.hidden_units):
-        x = tf_keras.layers.Dense(units, activation='relu', name=f'hidden_{index}')(x)
-    x = tf_keras.layers.Dropout(spec.dropout, seed=spec.seed, name='dropout')(x)
-    logits = tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, name='logits')(x)
+        head_layers.append(tf_keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
+                                                     name='standardize_features'))
+    head_layers += [tf_keras.layers.Dense(units, activation='relu', name=f'hidden_{index}')
+                    for index, units in enumerate(spec.hidden_units)]
+    head_layers.append(tf_keras.layers.Dropout(spec.dropout, seed=spec.seed, name='dropout'))
+    head_layers.append(tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, name='logits'))
+    x = extractor.outputs[0]
+    for layer in head_layers:
+        x = layer(x)
     name = '_'.join(b.name for b in spec.backbones) + '_classifier'
-    model = tf_keras.Model(extractor.inputs, logits, name=name)
-    return Classifier(model=model, bases=bases, specs=list(spec.backbones), num_classes=num_classes)
+    model = tf_keras.Model(extractor.inputs, x, name=name)
+    return Classifier(model=model, bases=bases, specs=list(spec.backbones), num_classes=num_classes,
+                      features=extractor, head_layers=head_layers)
+
+
+def build_head_model(classifier: Classifier) -> tf_keras.Model:
+    """Feature vector -> logits, with the classifier's own head layers (training it trains them)."""
+    inputs = tf_keras.Input(classifier.features.output_shape[1:], name='features')
+    x = inputs
+    for layer in classifier.head_layers:
+        x = layer(x)
+    return tf_keras.Model(inputs, x, name='head')
 
 
 def _loss_and_metric(classifier: Classifier):
@@ -178,12 +195,14 @@ _OPTIMIZERS = {
 }
 
 
-def compile_for_head(classifier: Classifier, spec: TrainingSpec) -> None:
-    """Phase 1 (the tutorial: Adam at 1e-4)."""
+def compile_for_head(classifier: Classifier, spec: TrainingSpec,
+                     model: Optional[tf_keras.Model] = None) -> tf_keras.Model:
+    """Phase 1 (the tutorial: Adam at 1e-4); `model` may be the head alone (build_head_model)."""
     freeze_for_head(classifier)
+    model = model or classifier.model
     loss, metric = _loss_and_metric(classifier)
-    classifier.model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate),
-                             loss=loss, metrics=[metric])
+    model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate), loss=loss, metrics=[metric])
+    return model
 
 
 def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec) -> None:

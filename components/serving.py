@@ -12,6 +12,7 @@ training did. Bytes that cannot be decoded make the call fail with InvalidArgume
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, Sequence
 
 import tensorflow as tf
@@ -70,4 +71,21 @@ def export(model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
         SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
     }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    with _without_keras_layer_traces():
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+
+
+def _without_keras_layer_traces():
+    """Saving skips tracing every Keras layer's call function, which the signatures never use.
+
+    Those traces would only let `tf_keras.models.load_model` rebuild the layers; this model is
+    served and evaluated through its signatures. Skipping them takes the export of a 160 px
+    MobileNetV2 from about 10 s to 2.5 s here. A private tf_keras switch (the public one,
+    `model.save(save_traces=False)`, saves a Keras model, not this module): without it, save
+    as before.
+    """
+    try:
+        from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+    except ImportError:  # pragma: no cover - another tf_keras layout
+        return contextlib.nullcontext()
+    return keras_option_scope(save_traces=False, in_tf_saved_model_scope=True)

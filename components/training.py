@@ -14,7 +14,8 @@ import hashlib
 import json
 import logging
 import os
-from typing import Callable, Dict, List, Optional
+import time
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -60,13 +61,13 @@ class TrainingCheckpoint:
         with tf.io.gfile.GFile(path) as f:
             return TrainingState(**json.load(f))
 
-    def save(self, model: tf_keras.Model, state: TrainingState, with_optimizer: bool = True) -> None:
+    def save(self, model: tf_keras.Model, state: TrainingState, optimizer=None) -> None:
         """Weights (and optimizer state) first under a new prefix, then the state file that
         points to them, so a kill at any moment leaves the previous checkpoint usable."""
         tf.io.gfile.makedirs(self.directory)
         previous = state.weights_prefix
         prefix = f'epoch-{state.epochs_done}-{len(state.completed_phases)}'
-        objects = dict(model=model, optimizer=model.optimizer) if with_optimizer else dict(model=model)
+        objects = dict(model=model, optimizer=optimizer) if optimizer is not None else dict(model=model)
         tf.train.Checkpoint(**objects).write(os.path.join(self.directory, prefix))
         state.weights_prefix = prefix
         temporary = os.path.join(self.directory, _STATE_FILE + '.tmp')
@@ -77,10 +78,11 @@ class TrainingCheckpoint:
             for old in tf.io.gfile.glob(os.path.join(self.directory, previous + '.*')):
                 tf.io.gfile.remove(old)
 
-    def restore(self, model: tf_keras.Model, state: TrainingState, with_optimizer: bool) -> None:
-        if with_optimizer:
-            model.optimizer.build(model.trainable_variables)  # slots must exist to be restored
-            checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    def restore(self, model: tf_keras.Model, state: TrainingState, optimizer=None, variables=None) -> None:
+        """The model's weights, and the optimizer's state (built for `variables`) if given."""
+        if optimizer is not None:
+            optimizer.build(variables)  # slots must exist to be restored
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         else:
             checkpoint = tf.train.Checkpoint(model=model)
         checkpoint.read(os.path.join(self.directory, state.weights_prefix)).expect_partial()
@@ -91,11 +93,13 @@ class TrainingCheckpoint:
 
 
 class _EpochEnd(tf_keras.callbacks.Callback):
-    """Records the epoch's metrics, logs one line, and checkpoints."""
+    """Records the epoch's metrics, logs one line, and checkpoints the whole classifier."""
 
-    def __init__(self, checkpoint: TrainingCheckpoint, state: TrainingState, phase: str, total: int):
+    def __init__(self, checkpoint: TrainingCheckpoint, state: TrainingState, phase: str, total: int,
+                 classifier_model: tf_keras.Model):
         super().__init__()
         self._checkpoint, self._state, self._phase, self._total = checkpoint, state, phase, total
+        self._classifier_model = classifier_model
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -103,7 +107,7 @@ class _EpochEnd(tf_keras.callbacks.Callback):
             self._state.history.setdefault(key, []).append(float(value))
         self._state.epochs_done = epoch + 1
         self._state.phase = self._phase
-        self._checkpoint.save(self.model, self._state)
+        self._checkpoint.save(self._classifier_model, self._state, optimizer=self.model.optimizer)
         metrics = ' '.join(f'{key} {value:.4f}' for key, value in sorted(logs.items()))
         logger.info('epoch %d/%d (%s): %s', epoch + 1, self._total, self._phase, metrics)
 
@@ -121,8 +125,15 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
                      validation: tf.data.Dataset, checkpoint: TrainingCheckpoint,
                      weights: Optional[Dict[int, float]] = None,
                      callbacks: List[tf_keras.callbacks.Callback] = (),
-                     evaluate_phase: Callable[[str], Dict[str, float]] = lambda phase: {}) -> TrainingState:
-    """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each."""
+                     evaluate_phase: Callable[[str], Dict[str, float]] = lambda phase: {},
+                     head_features: Optional[Tuple[tf.data.Dataset, tf.data.Dataset]] = None,
+                     train_images: Optional[int] = None) -> TrainingState:
+    """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each.
+
+    head_features: (train, validation) datasets of the frozen backbones' features, computed
+    once: phase 1 then trains the head alone on them (only valid without augmentation).
+    train_images: the number of training images, to report images per second.
+    """
     state = checkpoint.load()
     completed_before = list(state.completed_phases) if state else []
     trained_now = False
@@ -137,49 +148,63 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
     total = spec.head_epochs + spec.fine_tune_epochs
     model = classifier.model
 
-    def fit(phase: str, epochs: int) -> None:
-        phase_callbacks = [_EpochEnd(checkpoint, state, phase, total), *callbacks]
+    timings: Dict[str, Dict[str, float]] = {}
+
+    def fit(phase: str, epochs: int, fit_model: tf_keras.Model, data: tf.data.Dataset,
+            validation_data: tf.data.Dataset) -> None:
+        phase_callbacks = [_EpochEnd(checkpoint, state, phase, total, model), *callbacks]
         if spec.early_stopping_patience:
             phase_callbacks.insert(0, tf_keras.callbacks.EarlyStopping(
                 monitor='val_loss', patience=spec.early_stopping_patience, restore_best_weights=True))
-        model.fit(train, validation_data=validation, initial_epoch=state.epochs_done,
-                  epochs=state.epochs_done + epochs, class_weight=weights, verbose=0,
-                  callbacks=phase_callbacks)
+        first_epoch = state.epochs_done
+        started = time.time()
+        fit_model.fit(data, validation_data=validation_data, initial_epoch=state.epochs_done,
+                      epochs=state.epochs_done + epochs, class_weight=weights, verbose=0,
+                      callbacks=phase_callbacks)
+        seconds = time.time() - started
+        timings[phase] = {'seconds': seconds, 'epochs': state.epochs_done - first_epoch}
+        if train_images:
+            timings[phase]['images_per_second'] = train_images * timings[phase]['epochs'] / seconds
 
     def finish(phase: str) -> None:
         state.completed_phases.append(phase)
-        state.phase_metrics[phase] = evaluate_phase(phase)
+        state.phase_metrics[phase] = {**evaluate_phase(phase), **timings.get(phase, {})}
         # The weights only (the next phase has a new optimizer); with early stopping, the best.
-        checkpoint.save(model, state, with_optimizer=False)
+        checkpoint.save(model, state)
 
     if spec.head_epochs and HEAD not in state.completed_phases:
-        model_lib.compile_for_head(classifier, spec)
+        head_model = model_lib.build_head_model(classifier) if head_features else model
+        model_lib.compile_for_head(classifier, spec, head_model)
         head_epochs_left = spec.head_epochs - state.epochs_done
         if state.phase == HEAD:
-            checkpoint.restore(model, state, with_optimizer=True)
+            checkpoint.restore(model, state, optimizer=head_model.optimizer,
+                               variables=head_model.trainable_variables)
         trainable, frozen = model_lib.trainable_counts(model)
-        logger.info('Phase 1: training the head for %d epochs (%d trainable, %d frozen parameters)',
-                    head_epochs_left, trainable, frozen)
-        fit(HEAD, head_epochs_left)
+        logger.info('Phase 1: training the head for %d epochs (%d trainable, %d frozen parameters)%s',
+                    head_epochs_left, trainable, frozen,
+                    ' on backbone features computed once' if head_features else '')
+        fit(HEAD, head_epochs_left, head_model, *(head_features or (train, validation)))
+        if head_model is not model:
+            model_lib.compile_for_head(classifier, spec)  # to evaluate the whole classifier
         finish(HEAD)
         trained_now = True
     if spec.fine_tune_epochs and FINE_TUNE not in state.completed_phases:
         model_lib.compile_for_fine_tuning(classifier, spec)
         if state.phase == FINE_TUNE:
-            checkpoint.restore(model, state, with_optimizer=True)
+            checkpoint.restore(model, state, optimizer=model.optimizer, variables=model.trainable_variables)
             epochs_left = state.fine_tune_start_epoch + spec.fine_tune_epochs - state.epochs_done
         else:
             if HEAD in completed_before:  # phase 1 ended in the interrupted run
-                checkpoint.restore(model, state, with_optimizer=False)
+                checkpoint.restore(model, state)
             state.fine_tune_start_epoch = state.epochs_done
             epochs_left = spec.fine_tune_epochs
         trainable, frozen = model_lib.trainable_counts(model)
         logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)',
                     ', '.join(f'{b.name} from layer {b.effective_fine_tune_at}' for b in spec.backbones),
                     epochs_left, trainable, frozen)
-        fit(FINE_TUNE, epochs_left)
+        fit(FINE_TUNE, epochs_left, model, train, validation)
         finish(FINE_TUNE)
         trained_now = True
     if completed_before and not trained_now:  # interrupted after the last phase had ended
-        checkpoint.restore(model, state, with_optimizer=False)
+        checkpoint.restore(model, state)
     return state

@@ -204,6 +204,13 @@ class _Recipe(_Strict):
     seed: int = 42
     # Same seed, same data, same code: identical metrics on rerun (slower on some ops).
     deterministic: bool = False
+    # Keep decoded, resized images after the first epoch instead of decoding every epoch:
+    # auto: in memory when they fit in input_cache_max_gb, else in a file; or memory, disk, none.
+    input_cache: Literal['auto', 'memory', 'disk', 'none'] = 'auto'
+    input_cache_max_gb: float = Field(4.0, gt=0)
+    # Without augmentation the frozen backbone sees the same images every epoch: compute its
+    # features once and train the head on them (same result, much faster). Ignored otherwise.
+    cache_features: bool = True
 
     _augmentation_switch = field_validator('augmentation', mode='before')(_augmentation_from_switch)
 
@@ -519,9 +526,32 @@ def config_path_from_env(explicit: Optional[str] = None) -> Path:
     return Path(explicit or os.environ.get(PIPELINE_CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
+def configured_output_dir(path: Optional[os.PathLike] = None, overrides: Iterable[str] = ()) -> Optional[str]:
+    """output_dir as configured, read without validating the config.
+
+    Validation imports TensorFlow (through the backbone registry), which makes Keras write its
+    settings file at once; a run needs output_dir first to keep that file out of the home folder.
+    """
+    try:
+        value = _merged_values(config_path_from_env(str(path) if path else None), overrides).get('output_dir')
+    except ConfigError:
+        return None  # load_config reports it
+    return value if isinstance(value, str) else None
+
+
 def load_config(path: Optional[os.PathLike] = None, overrides: Iterable[str] = ()) -> PipelineConfig:
     """Reads, merges and validates a config; every problem is a ConfigError naming its key."""
     config_path = config_path_from_env(str(path) if path else None)
+    merged = _merged_values(config_path, overrides)
+    try:
+        return PipelineConfig(**merged)
+    except ValidationError as error:
+        source = str(config_path) + (' with --set ' + ' '.join(overrides) if overrides else '')
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def _merged_values(config_path: Path, overrides: Iterable[str]) -> Dict[str, Any]:
+    """The config file's values with the --set overrides applied, paths resolved; not validated."""
     try:
         raw = yaml.safe_load(config_path.read_text()) or {}
     except FileNotFoundError as error:
@@ -532,9 +562,4 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Iterable[str] = (
         raise ConfigError(f'Config file {config_path} must be a mapping of key: value')
     raw = _resolve_paths(raw, config_path.resolve().parent)
     cli_values = _resolve_paths(parse_overrides(overrides), Path.cwd())
-    merged = _merge(raw, cli_values)
-    try:
-        return PipelineConfig(**merged)
-    except ValidationError as error:
-        source = str(config_path) + (' with --set ' + ' '.join(overrides) if overrides else '')
-        raise ConfigError(_format_validation_error(error, source)) from None
+    return _merge(raw, cli_values)

@@ -4,8 +4,9 @@
 
 Runs `tfx pipeline create` (or `update` when the pipeline exists) and `tfx run create` with
 the local engine, keeping the CLI's state in the config's `cli_home` (LOCAL_HOME) instead of
-~/tfx, and Keras' files (KERAS_HOME, unless set) in output_dir/keras instead of ~/.keras. Then prints where the pushed model is and its predictions for the images in
-data/predict_examples, which are not part of the training data.
+~/tfx, and Keras' and matplotlib's files under output_dir (see local_runner). Then prints where
+the pushed model is and its predictions for the images in data/predict_examples, which are not
+part of the training data.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import List, Optional, Sequence
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
 from pipeline.config import PIPELINE_CONFIG_ENV, ConfigError, config_path_from_env, load_config
+from pipeline.local_runner import keep_tool_files_out_of_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_FILE = REPO_ROOT / 'pipeline' / 'local_runner.py'
@@ -37,6 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
     args = parser.parse_args(argv)
     config_path = config_path_from_env(args.config).resolve()
+    keep_tool_files_out_of_home(str(config_path))  # for this process and the `tfx` CLI's
     try:
         config = load_config(config_path)
     except ConfigError as error:
@@ -46,9 +49,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = dict(os.environ, **{
         PIPELINE_CONFIG_ENV: str(config_path),
         'LOCAL_HOME': config.cli_home,
-        # Keras' settings file and weight cache (including the converted torchvision weights)
-        # go to the output folder too, so the demo writes nothing to the home directory.
-        'KERAS_HOME': os.environ.get('KERAS_HOME') or os.path.join(config.output_dir, 'keras'),
         # google-api-core warns at import that Python 3.11 support ends in 2027 (4 times).
         'PYTHONWARNINGS': 'ignore:You are using a Python version:FutureWarning',
     })

@@ -18,7 +18,7 @@ import time
 from typing import Optional, Sequence
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, configured_output_dir, load_config
 
 logger = logging.getLogger('pipeline.local_runner')
 
@@ -59,8 +59,6 @@ def run(config: PipelineConfig, verbose: bool = False) -> bool:
         logger.info('Running pipeline %s on %s (full log: %s)', config.pipeline_name, config.data_root, log_file)
         started = time.time()
         pipeline = create_pipeline(config)
-        with _output_to(log_file):
-            _package_module_files(pipeline)
         try:
             LocalDagRunner().run(pipeline)
         finally:
@@ -71,53 +69,20 @@ def run(config: PipelineConfig, verbose: bool = False) -> bool:
         return bool(summary and summary.pushed_version)
 
 
-def _package_module_files(pipeline) -> None:
-    """Builds the wheels of the Transform and Trainer module files, as LocalDagRunner.run would.
-
-    Done here so the setuptools output of those builds can go to the log file: TFX runs them
-    as child processes that write straight to the terminal.
-    """
-    from tfx.dsl.components.base.base_component import BaseComponent
-    for component in pipeline.components:
-        if isinstance(component, BaseComponent):
-            component._resolve_pip_dependencies(pipeline.pipeline_info.pipeline_root)  # noqa: SLF001
-
-
-@contextlib.contextmanager
-def _output_to(log_file):
-    """Sends this process's stdout and stderr, child processes included, to log_file."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(log_file, 'a') as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
 @contextlib.contextmanager
 def _run_environment(output_dir: str):
-    """A private temp folder, removed afterwards, and quiet pip for the duration of a run.
+    """A private temp folder for the duration of a run, removed afterwards.
 
-    Beam and TFX leave temporary files behind (TFX builds and pip-installs a wheel of each
-    module file), so they all go to one folder that is deleted when the run ends.
+    Beam, TFX and the Trainer's input cache write temporary files, and not all of them clean
+    up; they all go to one folder that is deleted when the run ends.
     """
     base = os.path.join(output_dir, 'tmp') if '://' not in output_dir else None
     if base:
         os.makedirs(base, exist_ok=True)
     path = tempfile.mkdtemp(prefix='run-', dir=base)
-    saved_env = {key: os.environ.get(key) for key in ('TMPDIR', 'PIP_QUIET')}
+    saved_env = {key: os.environ.get(key) for key in ('TMPDIR',)}
     saved_tempdir = tempfile.tempdir
     os.environ['TMPDIR'] = path  # for Beam workers and other child processes
-    os.environ['PIP_QUIET'] = '1'
     tempfile.tempdir = path
     try:
         yield path
@@ -131,8 +96,25 @@ def _run_environment(output_dir: str):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def keep_tool_files_out_of_home(config_file: Optional[str], overrides: Sequence[str] = ()) -> None:
+    """Keras' settings and weights cache and matplotlib's font cache go under output_dir.
+
+    Keras writes ~/.keras/keras.json as soon as TensorFlow is imported, and matplotlib builds
+    ~/.cache/matplotlib on first use; a run should leave nothing in the home folder. Call it
+    before TensorFlow is imported (loading the config imports it); child processes inherit
+    it. A user's own KERAS_HOME or MPLCONFIGDIR (say, to share downloaded weights between
+    output folders) wins.
+    """
+    output_dir = configured_output_dir(config_file, overrides)
+    if not output_dir or '://' in output_dir:
+        return
+    os.environ.setdefault('KERAS_HOME', os.path.join(output_dir, 'keras'))
+    os.environ.setdefault('MPLCONFIGDIR', os.path.join(output_dir, 'matplotlib'))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
+    keep_tool_files_out_of_home(args.config, args.overrides)
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as error:

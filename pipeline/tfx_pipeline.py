@@ -25,15 +25,15 @@ from pipeline.config import PipelineConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS_DIR = REPO_ROOT / 'components'
-TRANSFORM_MODULE = COMPONENTS_DIR / 'transform' / 'image_preprocessing.py'
-TRAINER_MODULE = COMPONENTS_DIR / 'trainer' / 'image_trainer.py'
 SCHEMA_FILE = REPO_ROOT / 'schemas' / 'schema.pbtxt'
 CONFIG_MODULE = REPO_ROOT / 'pipeline' / 'config.py'
 # Modules of components/ that ImageExampleGen runs, besides components/ingestion/.
 INGESTION_MODULES = ('image_example_gen.py', 'image_decoding.py', 'features.py', 'class_names.py')
 
-# On Kubeflow every component runs in config.container_image, which has this repository
-# installed (see Dockerfile): user code is named by import path, the schema by its path there.
+# User code is named by import path, locally (this project is installed in the virtualenv) and
+# on Kubeflow (config.container_image has it installed, see Dockerfile). TFX's module_file
+# alternative builds a wheel of the file and pip-installs it into a temporary folder for each
+# component at every run: seconds of work for nothing when the code is already installed.
 TRANSFORM_FUNCTION = 'components.transform.image_preprocessing.preprocessing_fn'
 TRAINER_FUNCTION = 'components.trainer.image_trainer.run_fn'
 IMAGE_REPO_ROOT = '/opt/image-transfer-learning'
@@ -107,20 +107,17 @@ def _components_custom_config(values: Dict, fingerprint: str) -> Dict:
 def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.dsl.Pipeline:
     """The pipeline for the LocalDagRunner or, with for_kubeflow, for KubeflowV2DagRunner.
 
-    Locally, TFX packages the module files into wheels and the schema is staged under
-    pipeline_root. On Kubeflow the containers already hold both (the image has this project
-    installed), so nothing is packaged or copied at compile time, and ML Metadata is the
-    cluster's.
+    Locally the schema is staged under pipeline_root. On Kubeflow the containers already hold
+    it (the image has this project installed), so nothing is copied at compile time, and ML
+    Metadata is the cluster's.
     """
+    transform_code = dict(preprocessing_fn=TRANSFORM_FUNCTION)
+    trainer_code = dict(run_fn=TRAINER_FUNCTION)
     if for_kubeflow:
         config.check_runs_on_kubeflow()
-        transform_code = dict(preprocessing_fn=TRANSFORM_FUNCTION)
-        trainer_code = dict(run_fn=TRAINER_FUNCTION)
         schema_file = IMAGE_SCHEMA_FILE
         metadata_connection_config = None
     else:
-        transform_code = dict(module_file=str(TRANSFORM_MODULE))
-        trainer_code = dict(module_file=str(TRAINER_MODULE))
         schema_file = staged_schema_file(config)
         metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path)

@@ -43,10 +43,12 @@ def runs(tmp_path_factory):
     config_path = root / 'config.yaml'
     config_path.write_text(yaml.safe_dump(tiny_config_values(
         data, root / 'output', split_ratios={'train': 60, 'eval': 20, 'test': 20})))
-    home = root / 'home'
+    home, temp = root / 'home', root / 'temp'
     home.mkdir()
-    env = dict(os.environ, HOME=str(home), PYTHONPATH=str(REPO))
-    env.pop('PIPELINE_CONFIG', None)
+    temp.mkdir()
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(temp), PYTHONPATH=str(REPO))
+    for variable in ('PIPELINE_CONFIG', 'KERAS_HOME', 'MPLCONFIGDIR'):
+        env.pop(variable, None)
 
     first = _run(['pipeline.demo', '--config', str(config_path)], env)
     config = load_config(config_path)
@@ -55,7 +57,7 @@ def runs(tmp_path_factory):
 
     second = _run(['pipeline.local_runner', '--config', str(config_path), '--set', 'min_accuracy=1.01'], env)
     second_summary = run_summary.latest_run(config)
-    return dict(config=config, home=home, first=first, first_summary=first_summary,
+    return dict(config=config, home=home, temp=temp, first=first, first_summary=first_summary,
                 tree_after_first=tree_after_first, second=second, second_summary=second_summary)
 
 
@@ -77,6 +79,13 @@ def test_tfx_cli_state_stays_in_output_dir(runs):
     config = runs['config']
     assert (Path(config.cli_home) / config.pipeline_name / 'pipeline_args.json').exists()
     assert not (runs['home'] / 'tfx').exists()
+
+
+def test_runs_leave_nothing_in_home_or_temp_folders(runs):
+    """Keras, matplotlib, Beam, TFX and the input cache all write under output_dir instead."""
+    left = sorted(str(p) for folder in (runs['home'], runs['temp']) for p in folder.rglob('*'))
+    assert left == []
+    assert (Path(runs['config'].output_dir) / 'keras' / 'keras.json').exists()
 
 
 def test_demo_prints_predictions_of_the_pushed_model(runs):

@@ -100,3 +100,26 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert len(losses) < 8  # stopped early: a learning rate of 30 makes the loss diverge
     final_loss = classifier.model.evaluate(data, verbose=0)[0]
     assert final_loss == pytest.approx(min(losses), rel=1e-4)  # the best epoch's weights, restored
+
+
+def test_head_trained_on_cached_features_is_the_classifiers_head(tmp_path):
+    spec = training_spec(head_epochs=3, fine_tune_epochs=0, learning_rate=1e-2)
+    classifier = model_lib.build_classifier(spec, 3)
+    rng = np.random.default_rng(2)
+    images = rng.uniform(-1, 1, (24, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, 24)
+    data = tf.data.Dataset.from_tensor_slices(({'image': images}, labels)).batch(8)
+    features = classifier.features({'image': images}, training=False).numpy()
+    cached = tf.data.Dataset.from_tensor_slices((features, labels)).batch(8)
+    base_before = [w.numpy().copy() for w in classifier.bases['image'].weights]
+    head_before = classifier.model.get_layer('logits').get_weights()[0].copy()
+    state = training.train_two_phases(classifier, spec, data, data, training.TrainingCheckpoint(str(tmp_path)),
+                                      head_features=(cached, cached), train_images=24)
+    assert not np.array_equal(classifier.model.get_layer('logits').get_weights()[0], head_before)
+    for before, after in zip(base_before, classifier.bases['image'].weights, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())  # the backbone never trained
+    # The whole classifier scores what the head scored on the cached features in the last epoch.
+    loss, accuracy = classifier.model.evaluate(data, verbose=0)
+    assert loss == pytest.approx(state.history['val_loss'][-1], rel=1e-4)
+    assert accuracy == pytest.approx(state.history['val_accuracy'][-1])
+    assert state.phase_metrics['head']['images_per_second'] > 0

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import time
 from typing import Dict, List
 
 import numpy as np
@@ -40,25 +43,55 @@ _SPLITS = ('train', 'eval', 'test')
 
 
 class _Data:
-    """The splits as ({input key: images}, label) datasets: raw examples -> transform graph."""
+    """The splits as ({input key: images}, label) datasets: raw examples -> transform graph.
 
-    def __init__(self, fn_args: tfx.components.FnArgs, spec: TrainingSpec, binary: bool):
+    Decoding and resizing every image again in every epoch made training input-bound (the
+    plain tutorial script reads ~125 images/s here, the frozen backbone could take ~440), so
+    the transformed images are cached after the first pass: in memory when they fit in
+    input_cache_max_gb, else in a file in a temporary folder removed at the end.
+    """
+
+    def __init__(self, fn_args: tfx.components.FnArgs, spec: TrainingSpec, binary: bool,
+                 counts: Dict[str, int]):
         self._fn_args = fn_args
         self._spec = spec
         self._binary = binary
         self.transform_output = tft.TFTransformOutput(fn_args.transform_output)
         self.examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
+        self.cache_mode = self._cache_mode(counts)
+        self._cache_dir = tempfile.mkdtemp(prefix='input-cache-') if self.cache_mode == 'disk' else None
+        self._datasets: Dict[tuple, tf.data.Dataset] = {}
+
+    def _cache_mode(self, counts: Dict[str, int]) -> str:
+        bytes_per_image = sum(4 * 3 * b.image_size ** 2 for b in self._spec.backbones)
+        gigabytes = bytes_per_image * sum(counts.values()) / 2 ** 30
+        mode = self._spec.input_cache
+        if mode == 'auto':
+            mode = 'memory' if gigabytes <= self._spec.input_cache_max_gb else 'disk'
+        logger.info('Decoded images: %.2f GB for all splits; input cache: %s', gigabytes, mode)
+        return mode
+
+    def close(self) -> None:
+        if self._cache_dir:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
 
     def files(self, split: str) -> List[str]:
         return {'train': self._fn_args.train_files, 'eval': self._fn_args.eval_files}.get(
             split, [os.path.join(self.examples_uri, f'Split-{split}', '*')])
 
-    def dataset(self, split: str, shuffle: bool = False) -> tf.data.Dataset:
+    def dataset(self, split: str, shuffle: bool = False, cache: bool = True) -> tf.data.Dataset:
+        """One pass over the split per iteration; the same object (and cache) for the same request."""
+        request = (split, shuffle, cache)
+        if request not in self._datasets:
+            self._datasets[request] = self._build(split, shuffle, cache and self.cache_mode != 'none')
+        return self._datasets[request]
+
+    def _build(self, split: str, shuffle: bool, cache: bool) -> tf.data.Dataset:
         raw = self._fn_args.data_accessor.tf_dataset_factory(
             self.files(split),
-            tfxio.TensorFlowDatasetOptions(batch_size=self._spec.batch_size, num_epochs=1, shuffle=shuffle,
-                                           shuffle_seed=self._spec.seed, shuffle_buffer_size=_SHUFFLE_BUFFER,
-                                           drop_final_batch=False),
+            tfxio.TensorFlowDatasetOptions(batch_size=self._spec.batch_size, num_epochs=1,
+                                           shuffle=shuffle and not cache, shuffle_seed=self._spec.seed,
+                                           shuffle_buffer_size=_SHUFFLE_BUFFER, drop_final_batch=False),
             self.transform_output.raw_metadata.schema)
         transform_layer = self.transform_output.transform_features_layer()
         keys = [backbone.key for backbone in self._spec.backbones]
@@ -69,15 +102,26 @@ class _Data:
             label = transformed[LABEL_KEY]
             return {key: transformed[key] for key in keys}, tf.cast(label, tf.float32) if binary else label
 
-        return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        dataset = raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        if cache:
+            cache_file = os.path.join(self._cache_dir, split) if self._cache_dir else ''
+            dataset = dataset.unbatch().cache(cache_file)
+            if shuffle:
+                dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=self._spec.seed, reshuffle_each_iteration=True)
+            dataset = dataset.batch(self._spec.batch_size)
+        return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def labels(self, split: str) -> np.ndarray:
-        """The split's labels, read without decoding any image."""
-        spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
-        files = [name for pattern in self.files(split) for name in tf.io.gfile.glob(pattern)]
-        records = tf.data.TFRecordDataset(files, compression_type='GZIP')
-        parsed = records.batch(1024).map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_KEY])
-        return np.concatenate([np.zeros(0, np.int64)] + [b.numpy().ravel() for b in parsed])
+
+def _labels(fn_args: tfx.components.FnArgs, split: str) -> np.ndarray:
+    """A split's labels, read without decoding any image."""
+    examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
+    patterns = {'train': fn_args.train_files, 'eval': fn_args.eval_files}.get(
+        split, [os.path.join(examples_uri, f'Split-{split}', '*')])
+    files = [name for pattern in patterns for name in tf.io.gfile.glob(pattern)]
+    spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    records = tf.data.TFRecordDataset(files, compression_type='GZIP')
+    parsed = records.batch(1024).map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_KEY])
+    return np.concatenate([np.zeros(0, np.int64)] + [b.numpy().ravel() for b in parsed])
 
 
 def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
@@ -92,9 +136,67 @@ def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
     return {key: tf.concat([b[key] for b in batches], axis=0)[:_STATISTICS_IMAGES] for key in batches[0]}
 
 
-def _predicted_classes(classifier: model_lib.Classifier, dataset: tf.data.Dataset) -> np.ndarray:
-    logits = classifier.model.predict(dataset.map(lambda inputs, _: inputs), verbose=0)
-    return model_lib.probabilities(logits, classifier.num_classes).numpy().argmax(axis=1)
+def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: TrainingSpec):
+    """(train, validation) datasets of the frozen backbones' pooled features, computed once."""
+    started = time.time()
+    datasets = []
+    for split, shuffle in (('train', True), ('eval', False)):
+        features, labels = [], []
+        for inputs, label in data.dataset(split, cache=False):
+            features.append(classifier.features(inputs, training=False).numpy())
+            labels.append(label.numpy())
+        dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
+        if shuffle:
+            dataset = dataset.shuffle(len(dataset), seed=spec.seed, reshuffle_each_iteration=True)
+        datasets.append(dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE))
+    logger.info('Backbone features of the train and eval splits computed once in %.1f s '
+                '(no augmentation, so phase 1 trains the head on them)', time.time() - started)
+    return tuple(datasets)
+
+
+class _PhaseEvaluation:
+    """Validation and test metrics after each phase.
+
+    The test split is predicted once per phase; its last predictions also give the confusion
+    matrix, instead of a second pass over the split after training.
+    """
+
+    def __init__(self, classifier: model_lib.Classifier, data: _Data, counts: Dict[str, np.ndarray]):
+        self._classifier = classifier
+        self._data = data
+        self._counts = counts
+        self._test_labels = None
+        self._test_predictions = None
+
+    def __call__(self, phase: str) -> Dict[str, float]:
+        metrics = {}
+        if self._counts['eval'].sum():
+            loss, accuracy = self._classifier.model.evaluate(self._data.dataset('eval'), verbose=0)
+            metrics['eval_accuracy'], metrics['eval_loss'] = float(accuracy), float(loss)
+        if self._counts['test'].sum():
+            labels, logits = self._predict_test()
+            predictions = model_lib.probabilities(logits, self._classifier.num_classes).numpy().argmax(axis=1)
+            metrics['test_accuracy'] = float(np.mean(predictions == labels))
+            metrics['test_loss'] = float(self._classifier.model.loss(
+                labels.astype(np.float32) if self._classifier.binary else labels, logits))
+            self._test_predictions = predictions
+        logger.info('After %s: %s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+        return metrics
+
+    def _predict_test(self):
+        dataset = self._data.dataset('test')
+        if self._test_labels is None:
+            self._test_labels = np.concatenate([label.numpy() for _, label in dataset]).astype(np.int64)
+        logits = self._classifier.model.predict(dataset.map(lambda inputs, _: inputs), verbose=0)
+        return self._test_labels, logits
+
+    def test_labels_and_predictions(self):
+        """(labels, predicted classes) of the test split by the final model."""
+        if self._test_predictions is None:  # every phase was done by an earlier, killed run
+            labels, logits = self._predict_test()
+            self._test_predictions = model_lib.probabilities(
+                logits, self._classifier.num_classes).numpy().argmax(axis=1)
+        return self._test_labels, self._test_predictions
 
 
 def _checkpoint(fn_args: tfx.components.FnArgs) -> training.TrainingCheckpoint:
@@ -112,9 +214,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_keras.utils.set_random_seed(spec.seed)
     names = class_names_lib.read(class_names_lib.examples_uri_of_split_files(fn_args.train_files[0]))
     logger.info('Training on %d classes: %s', len(names), ', '.join(names))
-    data = _Data(fn_args, spec, binary=len(names) == 2)
+    counts = {split: np.bincount(_labels(fn_args, split), minlength=len(names)) for split in _SPLITS}
+    data = _Data(fn_args, spec, binary=len(names) == 2, counts={s: int(c.sum()) for s, c in counts.items()})
+    try:
+        _train_and_export(fn_args, spec, names, counts, data)
+    finally:
+        data.close()
+
+
+def _train_and_export(fn_args: tfx.components.FnArgs, spec: TrainingSpec, names: List[str],
+                      counts: Dict[str, np.ndarray], data: '_Data') -> None:
     train, validation = data.dataset('train', shuffle=True), data.dataset('eval')
-    counts = {split: np.bincount(data.labels(split), minlength=len(names)) for split in _SPLITS}
 
     checkpoint = _checkpoint(fn_args)
     bases = model_lib.build_bases(spec)
@@ -123,40 +233,37 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         logger.warning('weights: none: a backbone is randomly initialised, so this is not transfer '
                        'learning and accuracy will be low; use it to test the pipeline only.')
         extractor = model_lib.build_feature_extractor(spec, bases)
-        feature_stats = model_lib.feature_statistics(extractor, _sample_inputs(train))
+        feature_stats = model_lib.feature_statistics(extractor, _sample_inputs(data.dataset('train', cache=False)))
     classifier = model_lib.build_classifier(spec, len(names), bases=bases, feature_stats=feature_stats)
     weights = None
     if spec.class_weight == 'auto':
         weights = training.class_weights(counts['train'])
         logger.info('Class weights: %s', ', '.join(f'{names[c]} {w:.3f}' for c, w in weights.items()))
 
-    def evaluate_phase(phase: str) -> Dict[str, float]:
-        metrics = {}
-        for split in ('eval', 'test'):
-            if counts[split].sum():
-                loss, accuracy = classifier.model.evaluate(data.dataset(split), verbose=0)
-                metrics[f'{split}_accuracy'], metrics[f'{split}_loss'] = float(accuracy), float(loss)
-        logger.info('After %s: %s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
-        return metrics
-
+    evaluate_phase = _PhaseEvaluation(classifier, data, counts)
+    head_features = None
+    if spec.cache_features and spec.head_epochs:
+        if spec.augmentation:
+            logger.info('cache_features does not apply: augmentation changes the images every epoch')
+        else:
+            head_features = _cached_features(classifier, data, spec)
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-        evaluate_phase=evaluate_phase)
+        evaluate_phase=evaluate_phase, head_features=head_features, train_images=int(counts['train'].sum()))
 
     serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
-    _write_reports(fn_args.model_run_dir, spec, names, counts, state, classifier, data)
+    _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase)
     checkpoint.clear()
 
 
 def _write_reports(directory: str, spec: TrainingSpec, names: List[str], counts: Dict[str, np.ndarray],
-                   state: training.TrainingState, classifier: model_lib.Classifier, data: _Data) -> None:
+                   state: training.TrainingState, evaluation: _PhaseEvaluation) -> None:
     reports.learning_curves(state.history, state.fine_tune_start_epoch,
                             os.path.join(directory, reports.LEARNING_CURVES_FILE))
     per_class = []
     if counts['test'].sum():
-        matrix = reports.confusion_matrix(data.labels('test'), _predicted_classes(classifier, data.dataset('test')),
-                                          len(names))
+        matrix = reports.confusion_matrix(*evaluation.test_labels_and_predictions(), len(names))
         reports.confusion_matrix_figure(matrix, names, os.path.join(directory, reports.CONFUSION_MATRIX_FILE))
         per_class = reports.per_class_metrics(matrix, names)
     summary = {

@@ -1,0 +1,121 @@
+"""`make bench`: every benchmark, one after another, then bench/RESULTS.md.
+
+    python -m bench.run_all [--quick] [--only recipe input_pipeline pipeline_costs ...]
+
+Runs on an otherwise idle machine (the figures are times). RESULTS.md starts with the
+performance targets and whether this run met them, then includes every result file.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.report import RESULTS_DIR
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+# In order: input_pipeline and pipeline_costs read what recipe leaves in bench/.work.
+ALL = ('recipe', 'input_pipeline', 'pipeline_costs', 'ingestion', 'linear_probe', 'heads')
+QUICK_FLAGS = {'recipe': ['--quick'], 'input_pipeline': ['--quick', '--epochs', '1'],
+               'pipeline_costs': ['--quick'], 'ingestion': ['--files', '1000'],
+               'linear_probe': ['--per-class', '20', '--test-per-class', '20', '--few', '5'],
+               'heads': ['--per-class', '20', '--test-per-class', '20', '--epochs', '2', '--size', '96']}
+
+
+def _load(name: str, quick: bool):
+    path = RESULTS_DIR / (f'{name}-quick.json' if quick and name != 'input_pipeline' else f'{name}.json')
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def targets(quick: bool) -> list:
+    """(target, figure, met?) rows from the JSON results of this run."""
+    rows = []
+    recipe = _load('recipe', quick)
+    if recipe:
+        plain, pipeline, tuned = recipe['plain'], recipe['pipeline'], recipe['tuned']
+        ratio = pipeline['seconds'] / plain['seconds']
+        rows.append(('whole pipeline / plain script <= 1.0', f'{ratio:.2f} ({pipeline["seconds"]:.0f} s / '
+                     f'{plain["seconds"]:.0f} s)', ratio <= 1.0))
+        for name, run in (('defaults', pipeline), ('head lr 1e-3', tuned)):
+            final = run['phases']['fine-tuning']['test_accuracy']
+            frozen = run['phases']['head']['test_accuracy']
+            rows.append((f'pipeline ({name}) final test accuracy >= plain script\'s',
+                         f'{final:.4f} vs {plain["fine_tune_test_accuracy"]:.4f}',
+                         final >= plain['fine_tune_test_accuracy']))
+            rows.append((f'pipeline ({name}): fine-tuning improves on the frozen phase',
+                         f'{frozen:.4f} -> {final:.4f}', final > frozen))
+        cached, raw = recipe['no-aug']['phases']['head'], recipe['no-aug-raw']['phases']['head']
+        speedup = raw['seconds'] / cached['seconds']
+        accuracy_gap = abs(cached['test_accuracy'] - raw['test_accuracy'])
+        rows.append(('cached features: frozen phase >= 5x faster', f'{speedup:.1f}x', speedup >= 5))
+        rows.append(('cached features: equal accuracy (+-0.5 points)', f'{100 * accuracy_gap:.2f} points',
+                     accuracy_gap <= 0.005))
+    pipeline_input = _load('input_pipeline', quick)
+    if pipeline_input:
+        for phase in ('frozen', 'fine-tuning'):
+            figures = pipeline_input[phase]
+            ratio = figures['pipeline'] / figures['in_memory']
+            rows.append((f'input pipeline / in-memory tensors, {phase} >= 0.9', f'{ratio:.2f}', ratio >= 0.9))
+        ratio = pipeline_input['frozen']['through_backbone'] / pipeline_input['forward']
+        rows.append(('frozen phase (images through the backbone/s) / backbone inference >= 0.8', f'{ratio:.2f}',
+                     ratio >= 0.8))
+    costs = _load('pipeline_costs', quick)
+    if costs:
+        peaks = {int(n): t['peak_rss'] for n, t in costs['transform'].items()}
+        small, large = min(peaks), max(peaks)
+        rows.append(('Transform peak RSS <= 4 GiB', ', '.join(f'{n} images {p / 2 ** 30:.2f} GiB'
+                                                               for n, p in sorted(peaks.items())),
+                     max(peaks.values()) <= 4 * 2 ** 30))
+        growth = peaks[large] / peaks[small]
+        rows.append(('Transform peak RSS not growing with the images', f'x{growth:.2f} for x{large // small} images',
+                     growth < 1.2))
+        leaks = costs['leaks']
+        left = {run: leak['tmp'] + leak['home'] for run, leak in leaks.items()}
+        rows.append(('bytes left in TMPDIR and HOME after a run: 0', ', '.join(f'{r}: {b}' for r, b in left.items()),
+                     all(b == 0 for b in left.values())))
+    return rows
+
+
+def write_results(quick: bool) -> Path:
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    lines = ['# Benchmark results', '',
+             f'`make bench{" QUICK=1" if quick else ""}` (`python -m bench.run_all{" --quick" if quick else ""}`) on '
+             f'{datetime.date.today()}, commit {commit}, {platform.machine()}, {len(os.sched_getaffinity(0))} cores, '
+             f'Python {platform.python_version()}.', '', '## Targets', '',
+             '| target | this run | met |', '| --- | --- | --- |']
+    lines += [f'| {target} | {figure} | {"yes" if met else "**no**"} |' for target, figure, met in targets(quick)]
+    suffix = '-quick' if quick else ''
+    for name in ALL:
+        path = RESULTS_DIR / f'{name}{suffix if name != "input_pipeline" else ""}.md'
+        if path.exists():
+            lines += ['', '---', '', path.read_text().replace('\n# ', '\n## ', 1).replace('# ', '## ', 1)]
+    out = BENCH / ('RESULTS-quick.md' if quick else 'RESULTS.md')
+    out.write_text('\n'.join(lines) + '\n')
+    print(f'wrote {out}')
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--only', nargs='+', choices=ALL, default=list(ALL))
+    parser.add_argument('--report-only', action='store_true', help='only rebuild RESULTS.md')
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        for name in args.only:
+            flags = QUICK_FLAGS[name] if args.quick else []
+            print(f'== bench.{name} {" ".join(flags)}', flush=True)
+            subprocess.run([sys.executable, '-m', f'bench.{name}', *flags], cwd=REPO, check=True)
+    write_results(args.quick)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
