@@ -158,6 +158,12 @@ def build_head_model(classifier: Classifier) -> tf_keras.Model:
     return tf_keras.Model(inputs, x, name='head')
 
 
+def compile_for_evaluation(classifier: Classifier, model: tf_keras.Model) -> None:
+    """The classifier's loss and accuracy on another model sharing its layers (e.g. the head alone)."""
+    loss, metric = _loss_and_metric(classifier)
+    model.compile(loss=loss, metrics=[metric])
+
+
 def _loss_and_metric(classifier: Classifier):
     if classifier.binary:
         return (tf_keras.losses.BinaryCrossentropy(from_logits=True),

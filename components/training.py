@@ -92,6 +92,26 @@ class TrainingCheckpoint:
             tf.io.gfile.rmtree(self.directory)
 
 
+class _ValidationOnFeatures(tf_keras.callbacks.Callback):
+    """Phase 1's validation metrics from backbone features computed once.
+
+    With the backbones frozen, a validation image (never augmented) has the same features
+    every epoch, so validating means running the head alone on them. Must come first among
+    the callbacks: it adds val_loss and val_accuracy to the epoch's logs for the others.
+    """
+
+    def __init__(self, classifier: model_lib.Classifier, features: tf.data.Dataset):
+        super().__init__()
+        self._head = model_lib.build_head_model(classifier)
+        model_lib.compile_for_evaluation(classifier, self._head)
+        self._features = features
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        if logs is not None:
+            results = self._head.evaluate(self._features, verbose=0, return_dict=True)
+            logs.update({f'val_{name}': value for name, value in results.items()})
+
+
 class _EpochEnd(tf_keras.callbacks.Callback):
     """Records the epoch's metrics, logs one line, and checkpoints the whole classifier."""
 
@@ -127,11 +147,14 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
                      callbacks: List[tf_keras.callbacks.Callback] = (),
                      evaluate_phase: Callable[[str], Dict[str, float]] = lambda phase: {},
                      head_features: Optional[Tuple[tf.data.Dataset, tf.data.Dataset]] = None,
+                     validation_features: Optional[tf.data.Dataset] = None,
                      train_images: Optional[int] = None) -> TrainingState:
     """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each.
 
     head_features: (train, validation) datasets of the frozen backbones' features, computed
     once: phase 1 then trains the head alone on them (only valid without augmentation).
+    validation_features: the validation split's features alone (with augmentation on):
+    phase 1 validates the head on them instead of running the backbone over the split again.
     train_images: the number of training images, to report images per second.
     """
     state = checkpoint.load()
@@ -151,11 +174,13 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
     timings: Dict[str, Dict[str, float]] = {}
 
     def fit(phase: str, epochs: int, fit_model: tf_keras.Model, data: tf.data.Dataset,
-            validation_data: tf.data.Dataset) -> None:
+            validation_data: Optional[tf.data.Dataset], validation: Optional[_ValidationOnFeatures] = None) -> None:
         phase_callbacks = [_EpochEnd(checkpoint, state, phase, total, model), *callbacks]
         if spec.early_stopping_patience:
             phase_callbacks.insert(0, tf_keras.callbacks.EarlyStopping(
                 monitor='val_loss', patience=spec.early_stopping_patience, restore_best_weights=True))
+        if validation:
+            phase_callbacks.insert(0, validation)
         first_epoch = state.epochs_done
         started = time.time()
         fit_model.fit(data, validation_data=validation_data, initial_epoch=state.epochs_done,
@@ -183,7 +208,13 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         logger.info('Phase 1: training the head for %d epochs (%d trainable, %d frozen parameters)%s',
                     head_epochs_left, trainable, frozen,
                     ' on backbone features computed once' if head_features else '')
-        fit(HEAD, head_epochs_left, head_model, *(head_features or (train, validation)))
+        if head_features:
+            fit(HEAD, head_epochs_left, head_model, *head_features)
+        elif validation_features is not None:
+            fit(HEAD, head_epochs_left, head_model, train, None,
+                validation=_ValidationOnFeatures(classifier, validation_features))
+        else:
+            fit(HEAD, head_epochs_left, head_model, train, validation)
         if head_model is not model:
             model_lib.compile_for_head(classifier, spec)  # to evaluate the whole classifier
         finish(HEAD)

@@ -208,8 +208,9 @@ class _Recipe(_Strict):
     # auto: in memory when they fit in input_cache_max_gb, else in a file; or memory, disk, none.
     input_cache: Literal['auto', 'memory', 'disk', 'none'] = 'auto'
     input_cache_max_gb: float = Field(4.0, gt=0)
-    # Without augmentation the frozen backbone sees the same images every epoch: compute its
-    # features once and train the head on them (same result, much faster). Ignored otherwise.
+    # In phase 1 the frozen backbone gives an image the same features every epoch: compute
+    # them once. Validation images are never augmented, so their features always are; without
+    # augmentation the training images' are too and the head trains on them alone.
     cache_features: bool = True
 
     _augmentation_switch = field_validator('augmentation', mode='before')(_augmentation_from_switch)

@@ -123,3 +123,27 @@ def test_head_trained_on_cached_features_is_the_classifiers_head(tmp_path):
     assert loss == pytest.approx(state.history['val_loss'][-1], rel=1e-4)
     assert accuracy == pytest.approx(state.history['val_accuracy'][-1])
     assert state.phase_metrics['head']['images_per_second'] > 0
+
+
+def test_phase_one_validates_on_cached_features_as_keras_would(tmp_path):
+    """With augmentation on, validation uses features computed once; the metrics are Keras' own."""
+    spec = training_spec(head_epochs=2, fine_tune_epochs=0, learning_rate=1e-2, early_stopping_patience=1)
+    rng = np.random.default_rng(3)
+    images = rng.uniform(-1, 1, (24, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, 24)
+    data = tf.data.Dataset.from_tensor_slices(({'image': images}, labels)).batch(8)
+    histories = []
+    for cached in (False, True):
+        tf_keras.utils.set_random_seed(5)
+        classifier = model_lib.build_classifier(spec, 3)
+        features = classifier.features({'image': images}, training=False).numpy()
+        validation_features = tf.data.Dataset.from_tensor_slices((features, labels)).batch(8) if cached else None
+        state = training.train_two_phases(classifier, spec, data, data, training.TrainingCheckpoint(
+            str(tmp_path / str(cached))), validation_features=validation_features)
+        histories.append(state.history)
+        loss, accuracy = classifier.model.evaluate(data, verbose=0)
+        assert loss == pytest.approx(state.history['val_loss'][-1], rel=1e-4)  # logged for the right model
+    plain, cached = histories
+    assert len(cached['val_loss']) == 2
+    np.testing.assert_allclose(cached['val_loss'], plain['val_loss'], rtol=1e-4)
+    np.testing.assert_allclose(cached['val_accuracy'], plain['val_accuracy'])

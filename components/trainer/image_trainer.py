@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -136,21 +136,23 @@ def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
     return {key: tf.concat([b[key] for b in batches], axis=0)[:_STATISTICS_IMAGES] for key in batches[0]}
 
 
-def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: TrainingSpec):
-    """(train, validation) datasets of the frozen backbones' pooled features, computed once."""
+def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: TrainingSpec,
+                     splits: Sequence[str]) -> Tuple[tf.data.Dataset, ...]:
+    """Datasets of the frozen backbones' pooled features of these splits, computed once."""
     started = time.time()
     datasets = []
-    for split, shuffle in (('train', True), ('eval', False)):
+    for split in splits:
         features, labels = [], []
-        for inputs, label in data.dataset(split, cache=False):
+        # The eval split is read through its image cache (phase 2 validates on it again).
+        for inputs, label in data.dataset(split, cache=split == 'eval'):
             features.append(classifier.features(inputs, training=False).numpy())
             labels.append(label.numpy())
         dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
-        if shuffle:
+        if split == 'train':
             dataset = dataset.shuffle(len(dataset), seed=spec.seed, reshuffle_each_iteration=True)
         datasets.append(dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE))
-    logger.info('Backbone features of the train and eval splits computed once in %.1f s '
-                '(no augmentation, so phase 1 trains the head on them)', time.time() - started)
+    logger.info('Backbone features of the %s split(s) computed once in %.1f s', ' and '.join(splits),
+                time.time() - started)
     return tuple(datasets)
 
 
@@ -241,16 +243,17 @@ def _train_and_export(fn_args: tfx.components.FnArgs, spec: TrainingSpec, names:
         logger.info('Class weights: %s', ', '.join(f'{names[c]} {w:.3f}' for c, w in weights.items()))
 
     evaluate_phase = _PhaseEvaluation(classifier, data, counts)
-    head_features = None
+    head_features = validation_features = None
     if spec.cache_features and spec.head_epochs:
-        if spec.augmentation:
-            logger.info('cache_features does not apply: augmentation changes the images every epoch')
-        else:
-            head_features = _cached_features(classifier, data, spec)
+        if not spec.augmentation:  # phase 1 trains the head alone on features
+            head_features = _cached_features(classifier, data, spec, ('train', 'eval'))
+        elif counts['eval'].sum():  # augmented training images change every epoch, validation ones do not
+            validation_features, = _cached_features(classifier, data, spec, ('eval',))
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-        evaluate_phase=evaluate_phase, head_features=head_features, train_images=int(counts['train'].sum()))
+        evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
+        train_images=int(counts['train'].sum()))
 
     serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
     _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase)
