@@ -48,11 +48,13 @@ def _fn_args(pipeline_root: Path, spec_config: dict):
     schema = standard_artifacts.Schema()
     schema.uri = str(_latest(pipeline_root / 'ImportSchemaGen' / 'schema'))
     from tfx.utils import proto_utils
-    return fn_args_utils.get_common_fn_args(
+    fn_args = fn_args_utils.get_common_fn_args(
         {'examples': [examples], 'transform_graph': [transform_graph], 'schema': [schema]},
         {'train_args': proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=['train'])),
          'eval_args': proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=['eval'])),
          'custom_config': json.dumps(spec_config)})
+    fn_args.transform_output = fn_args.transform_graph_path  # as TFX's Trainer executor sets it
+    return fn_args
 
 
 def _seconds_per_epoch(model, data, epochs, validation) -> float:
@@ -93,9 +95,11 @@ def main(argv=None) -> int:
 
     classifier = model_lib.build_classifier(spec, 10)
     base = next(iter(classifier.bases.values()))
-    batches = [arrays['train'][0][i:i + 32] for i in range(0, min(len(arrays['train'][0]), 640), 32)]
+    # Full batches only (another batch size would trace the function again inside the timing).
+    full = len(arrays['train'][0]) // 32 * 32
+    batches = [arrays['train'][0][i:i + 32] for i in range(0, min(full, 640), 32)] * (2 if full < 640 else 1)
     forward = tf.function(lambda x: base(x, training=False))
-    forward(batches[0])
+    forward(batches[0]).numpy()
     started = time.time()
     for batch in batches:
         forward(batch).numpy()

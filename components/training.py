@@ -148,6 +148,7 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
                      evaluate_phase: Callable[[str], Dict[str, float]] = lambda phase: {},
                      head_features: Optional[Tuple[tf.data.Dataset, tf.data.Dataset]] = None,
                      validation_features: Optional[tf.data.Dataset] = None,
+                     features_seconds: float = 0.0,
                      train_images: Optional[int] = None) -> TrainingState:
     """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each.
 
@@ -155,6 +156,7 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
     once: phase 1 then trains the head alone on them (only valid without augmentation).
     validation_features: the validation split's features alone (with augmentation on):
     phase 1 validates the head on them instead of running the backbone over the split again.
+    features_seconds: the time it took to compute them, counted in phase 1's time.
     train_images: the number of training images, to report images per second.
     """
     state = checkpoint.load()
@@ -186,7 +188,7 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         fit_model.fit(data, validation_data=validation_data, initial_epoch=state.epochs_done,
                       epochs=state.epochs_done + epochs, class_weight=weights, verbose=0,
                       callbacks=phase_callbacks)
-        seconds = time.time() - started
+        seconds = time.time() - started + (features_seconds if phase == HEAD else 0.0)
         timings[phase] = {'seconds': seconds, 'epochs': state.epochs_done - first_epoch}
         if train_images:
             timings[phase]['images_per_second'] = train_images * timings[phase]['epochs'] / seconds

@@ -137,8 +137,8 @@ def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
 
 
 def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: TrainingSpec,
-                     splits: Sequence[str]) -> Tuple[tf.data.Dataset, ...]:
-    """Datasets of the frozen backbones' pooled features of these splits, computed once."""
+                     splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
+    """Datasets of the frozen backbones' pooled features of these splits, computed once, and the seconds it took."""
     started = time.time()
     datasets = []
     for split in splits:
@@ -151,9 +151,9 @@ def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: Trai
         if split == 'train':
             dataset = dataset.shuffle(len(dataset), seed=spec.seed, reshuffle_each_iteration=True)
         datasets.append(dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE))
-    logger.info('Backbone features of the %s split(s) computed once in %.1f s', ' and '.join(splits),
-                time.time() - started)
-    return tuple(datasets)
+    seconds = time.time() - started
+    logger.info('Backbone features of the %s split(s) computed once in %.1f s', ' and '.join(splits), seconds)
+    return tuple(datasets), seconds
 
 
 class _PhaseEvaluation:
@@ -244,16 +244,17 @@ def _train_and_export(fn_args: tfx.components.FnArgs, spec: TrainingSpec, names:
 
     evaluate_phase = _PhaseEvaluation(classifier, data, counts)
     head_features = validation_features = None
+    features_seconds = 0.0
     if spec.cache_features and spec.head_epochs:
         if not spec.augmentation:  # phase 1 trains the head alone on features
-            head_features = _cached_features(classifier, data, spec, ('train', 'eval'))
+            head_features, features_seconds = _cached_features(classifier, data, spec, ('train', 'eval'))
         elif counts['eval'].sum():  # augmented training images change every epoch, validation ones do not
-            validation_features, = _cached_features(classifier, data, spec, ('eval',))
+            (validation_features,), features_seconds = _cached_features(classifier, data, spec, ('eval',))
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
         evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
-        train_images=int(counts['train'].sum()))
+        features_seconds=features_seconds, train_images=int(counts['train'].sum()))
 
     serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
     _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase)
