@@ -140,12 +140,14 @@ def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: Trai
                      splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
     """Datasets of the frozen backbones' pooled features of these splits, computed once, and the seconds it took."""
     started = time.time()
+    # As a graph: called eagerly, the backbone ran at a third of its speed here.
+    extract = tf.function(lambda inputs: classifier.features(inputs, training=False), reduce_retracing=True)
     datasets = []
     for split in splits:
         features, labels = [], []
         # The eval split is read through its image cache (phase 2 validates on it again).
         for inputs, label in data.dataset(split, cache=split == 'eval'):
-            features.append(classifier.features(inputs, training=False).numpy())
+            features.append(extract(inputs).numpy())
             labels.append(label.numpy())
         dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
         if split == 'train':
