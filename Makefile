@@ -31,8 +31,8 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest tests
 
-# Every benchmark of bench/, one after another, then bench/RESULTS.md (about 1.5 hours on two
-# cores; QUICK=1 for small data, about 15 minutes, into bench/RESULTS-quick.md).
+# Every benchmark of bench/, one after another, then bench/RESULTS.md (well over an hour on
+# two cores; QUICK=1 for small data, into bench/RESULTS-quick.md).
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.run_all $(if $(QUICK),--quick)
 

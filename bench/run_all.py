@@ -75,6 +75,15 @@ def targets(quick: bool) -> list:
         growth = peaks[large] / peaks[small]
         rows.append(('Transform peak RSS not growing with the images', f'x{growth:.2f} for x{large // small} images',
                      growth < 1.2))
+        before, after = costs['evaluator']['multi_processing'], costs['evaluator']['in_memory']
+        rows.append(('Evaluator with a baseline: time and memory down (multi_processing before, in_memory now)',
+                     f'{before["seconds"]:.1f} s / {before["peak_rss"] / 2 ** 30:.2f} GiB -> '
+                     f'{after["seconds"]:.1f} s / {after["peak_rss"] / 2 ** 30:.2f} GiB',
+                     after['seconds'] < before['seconds'] and after['peak_rss'] < before['peak_rss']))
+        serving = costs['serving']
+        rows.append(('serving (no target): one image p50 / p99; batch of 32',
+                     f'{serving["p50_ms"]:.1f} / {serving["p99_ms"]:.1f} ms; '
+                     f'{serving["batch32_images_per_second"]:.0f} images/s', None))
         leaks = costs['leaks']
         left = {run: leak['tmp'] + leak['home'] for run, leak in leaks.items()}
         rows.append(('bytes left in TMPDIR and HOME after a run: 0', ', '.join(f'{r}: {b}' for r, b in left.items()),
@@ -86,11 +95,13 @@ def write_results(quick: bool) -> Path:
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
     lines = ['# Benchmark results', '',
-             f'`make bench{" QUICK=1" if quick else ""}` (`python -m bench.run_all{" --quick" if quick else ""}`) on '
-             f'{datetime.date.today()}, commit {commit}, {platform.machine()}, {len(os.sched_getaffinity(0))} cores, '
-             f'Python {platform.python_version()}.', '', '## Targets', '',
-             '| target | this run | met |', '| --- | --- | --- |']
-    lines += [f'| {target} | {figure} | {"yes" if met else "**no**"} |' for target, figure, met in targets(quick)]
+             f'Written by `make bench{" QUICK=1" if quick else ""}` (`python -m bench.run_all'
+             f'{" --quick" if quick else ""}`) on {datetime.date.today()} at commit {commit}, {platform.machine()}, '
+             f'{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, from the result files '
+             f'below; each names the command and commit that produced it (`--only NAME ...` re-runs some).',
+             '', '## Targets', '', '| target | figures | met |', '| --- | --- | --- |']
+    verdicts = {True: 'yes', False: '**no**', None: '-'}
+    lines += [f'| {target} | {figure} | {verdicts[met]} |' for target, figure, met in targets(quick)]
     suffix = '-quick' if quick else ''
     for name in ALL:
         path = RESULTS_DIR / f'{name}{suffix if name != "input_pipeline" else ""}.md'

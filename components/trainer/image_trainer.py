@@ -45,10 +45,10 @@ _SPLITS = ('train', 'eval', 'test')
 class _Data:
     """The splits as ({input key: images}, label) datasets: raw examples -> transform graph.
 
-    Decoding and resizing every image again in every epoch made training input-bound (the
-    plain tutorial script reads ~125 images/s here, the frozen backbone could take ~440), so
-    the transformed images are cached after the first pass: in memory when they fit in
-    input_cache_max_gb, else in a file in a temporary folder removed at the end.
+    Decoding and resizing every image again in every epoch makes training input-bound (the
+    tutorial's script is), so the transformed images are cached after the first pass: in
+    memory when they fit in input_cache_max_gb, else in a file in a temporary folder removed
+    at the end.
     """
 
     def __init__(self, fn_args: tfx.components.FnArgs, spec: TrainingSpec, binary: bool,
@@ -57,7 +57,6 @@ class _Data:
         self._spec = spec
         self._binary = binary
         self.transform_output = tft.TFTransformOutput(fn_args.transform_output)
-        self.examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
         self.cache_mode = self._cache_mode(counts)
         self._cache_dir = tempfile.mkdtemp(prefix='input-cache-') if self.cache_mode == 'disk' else None
         self._datasets: Dict[tuple, tf.data.Dataset] = {}
@@ -75,10 +74,6 @@ class _Data:
         if self._cache_dir:
             shutil.rmtree(self._cache_dir, ignore_errors=True)
 
-    def files(self, split: str) -> List[str]:
-        return {'train': self._fn_args.train_files, 'eval': self._fn_args.eval_files}.get(
-            split, [os.path.join(self.examples_uri, f'Split-{split}', '*')])
-
     def dataset(self, split: str, shuffle: bool = False, cache: bool = True) -> tf.data.Dataset:
         """One pass over the split per iteration; the same object (and cache) for the same request."""
         request = (split, shuffle, cache)
@@ -88,7 +83,7 @@ class _Data:
 
     def _build(self, split: str, shuffle: bool, cache: bool) -> tf.data.Dataset:
         raw = self._fn_args.data_accessor.tf_dataset_factory(
-            self.files(split),
+            _split_files(self._fn_args, split),
             tfxio.TensorFlowDatasetOptions(batch_size=self._spec.batch_size, num_epochs=1,
                                            shuffle=shuffle and not cache, shuffle_seed=self._spec.seed,
                                            shuffle_buffer_size=_SHUFFLE_BUFFER, drop_final_batch=False),
@@ -112,12 +107,16 @@ class _Data:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _split_files(fn_args: tfx.components.FnArgs, split: str) -> List[str]:
+    """File patterns of a split: train and eval as TFX gives them, test next to them."""
+    examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
+    return {'train': fn_args.train_files, 'eval': fn_args.eval_files}.get(
+        split, [os.path.join(examples_uri, f'Split-{split}', '*')])
+
+
 def _labels(fn_args: tfx.components.FnArgs, split: str) -> np.ndarray:
     """A split's labels, read without decoding any image."""
-    examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
-    patterns = {'train': fn_args.train_files, 'eval': fn_args.eval_files}.get(
-        split, [os.path.join(examples_uri, f'Split-{split}', '*')])
-    files = [name for pattern in patterns for name in tf.io.gfile.glob(pattern)]
+    files = [name for pattern in _split_files(fn_args, split) for name in tf.io.gfile.glob(pattern)]
     spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
     records = tf.data.TFRecordDataset(files, compression_type='GZIP')
     parsed = records.batch(1024).map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_KEY])
@@ -138,7 +137,7 @@ def _sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
 
 def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: TrainingSpec,
                      splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
-    """Datasets of the frozen backbones' pooled features of these splits, computed once, and the seconds it took."""
+    """The frozen backbones' pooled features of these splits as datasets, and the seconds they took."""
     started = time.time()
     # As a graph: called eagerly, the backbone ran at a third of its speed here.
     extract = tf.function(lambda inputs: classifier.features(inputs, training=False), reduce_retracing=True)
