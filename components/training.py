@@ -181,7 +181,7 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         if spec.early_stopping_patience:
             phase_callbacks.insert(0, tf_keras.callbacks.EarlyStopping(
                 monitor='val_loss', patience=spec.early_stopping_patience, restore_best_weights=True))
-        if validation:
+        if validation is not None:
             phase_callbacks.insert(0, validation)
         first_epoch = state.epochs_done
         started = time.time()

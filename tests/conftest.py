@@ -118,3 +118,10 @@ def kubeflow_spec_yaml(tmp_path_factory) -> Path:
     output = folder / 'spec.yaml'
     assert runner.main(['--config', str(config_path), '--output', str(output)]) == 0
     return output
+
+
+def example_gen_exec_properties(data_root, ingestion) -> dict:
+    """ImageExampleGen's exec_properties as its executor receives them, from the component itself."""
+    from components.image_example_gen import ImageExampleGen
+    component = ImageExampleGen(str(data_root), ingestion)
+    return {key: value for key, value in component.exec_properties.items() if value is not None}

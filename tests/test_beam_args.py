@@ -7,16 +7,12 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 from tfx.dsl.compiler import compiler
 from tfx.orchestration.portable import beam_executor_operator, data_types
-from tfx.proto import example_gen_pb2
 from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
 from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
 
-from components import image_example_gen as example_gen
 from components.image_example_gen import Executor
-from components.ingestion import data_folder
 from pipeline.config import IngestionConfig
-from conftest import tiny_config_values
+from conftest import example_gen_exec_properties, tiny_config_values
 from pipeline import tfx_pipeline
 from pipeline.config import PipelineConfig
 
@@ -60,17 +56,9 @@ def test_the_executor_builds_its_beam_pipeline_with_them(executor_specs, image_f
     monkeypatch.setattr(Executor, '_make_beam_pipeline', recording)
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'examples')
-    config = IngestionConfig()
-    layout = data_folder.detect_layout(str(image_folder), config.layout)
     execution = data_types.ExecutionInfo(
         execution_id=1, input_dict={}, output_dict={'examples': [examples]},
-        exec_properties={
-            'input_base': str(image_folder),
-            'input_config': proto_utils.proto_to_json(example_gen.input_config(layout)),
-            'output_config': proto_utils.proto_to_json(example_gen.output_config(layout, config.split_ratios)),
-            'custom_config': proto_utils.proto_to_json(example_gen.custom_config(config)),
-            'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
-        },
+        exec_properties=example_gen_exec_properties(image_folder, IngestionConfig()),
         tmp_dir=str(tmp_path / 'tmp') + '/', execution_output_uri=str(tmp_path / 'executor_output.pb'),
         stateful_working_dir=str(tmp_path / 'stateful'), pipeline_run_id='run-1')
     operator = beam_executor_operator.BeamExecutorOperator(executor_specs['ImageExampleGen'])

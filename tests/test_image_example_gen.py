@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
 
 from components import class_names
 from components import image_example_gen as example_gen
@@ -21,8 +19,8 @@ from components.image_decoding import decode_rgb
 from components.ingestion import IngestionError, data_folder, skips
 from components.ingestion.data_folder import CLASS_FOLDERS
 from components.ingestion.report import REPORT_FILE
-from conftest import (CLASS_COLOURS, UPRIGHT_BOTTOM, UPRIGHT_TOP, image_bytes, make_image_folder, png_header_only,
-                      sideways_photo)
+from conftest import (CLASS_COLOURS, UPRIGHT_BOTTOM, UPRIGHT_TOP, example_gen_exec_properties, image_bytes,
+                      make_image_folder, png_header_only, sideways_photo)
 from pipeline.config import IngestionConfig, SplitRatios
 from test_preprocessing import transform
 
@@ -32,17 +30,9 @@ SPLITS = ('train', 'eval', 'test')
 def run_executor(data_root, out_dir, ratios=(8, 1, 1), **ingestion):
     """The executor as TFX calls it, with the configs ImageExampleGen would build."""
     config = IngestionConfig(split_ratios=SplitRatios(**dict(zip(SPLITS, ratios, strict=True))), **ingestion)
-    layout = data_folder.detect_layout(str(data_root), config.layout)
     examples = standard_artifacts.Examples()
     examples.uri = str(out_dir)
-    exec_properties = {
-        'input_base': str(data_root),
-        'input_config': proto_utils.proto_to_json(example_gen.input_config(layout)),
-        'output_config': proto_utils.proto_to_json(example_gen.output_config(layout, config.split_ratios)),
-        'custom_config': proto_utils.proto_to_json(example_gen.custom_config(config)),
-        'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
-    }
-    example_gen.Executor().Do({}, {'examples': [examples]}, exec_properties)
+    example_gen.Executor().Do({}, {'examples': [examples]}, example_gen_exec_properties(data_root, config))
     return examples
 
 
