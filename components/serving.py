@@ -79,8 +79,8 @@ def _without_keras_layer_traces():
     """Saving skips tracing every Keras layer's call function, which the signatures never use.
 
     Those traces would only let `tf_keras.models.load_model` rebuild the layers; this model is
-    served and evaluated through its signatures. Skipping them takes the export of a 160 px
-    MobileNetV2 from about 10 s to 2.5 s here. A private tf_keras switch (the public one,
+    served and evaluated through its signatures, and tracing them was most of the export's
+    time. A private tf_keras switch (the public one,
     `model.save(save_traces=False)`, saves a Keras model, not this module): without it, save
     as before.
     """

@@ -139,7 +139,7 @@ def _cached_features(classifier: model_lib.Classifier, data: '_Data', spec: Trai
                      splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
     """The frozen backbones' pooled features of these splits as datasets, and the seconds they took."""
     started = time.time()
-    # As a graph: called eagerly, the backbone ran at a third of its speed here.
+    # As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
     extract = tf.function(lambda inputs: classifier.features(inputs, training=False), reduce_retracing=True)
     datasets = []
     for split in splits:
