@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-import components  # noqa: F401  (tf_keras setup)
+import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras
 
 from bench.linear_probe import images_and_labels
 from bench.report import write_table
-from components import backbones
-from components.model import _POOLING
+from components.trainer import backbones
+from components.trainer.model import _POOLING
 from pipeline.config import BackboneSpec
 
 def feature_maps(base, images, batch=50):

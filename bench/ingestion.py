@@ -88,8 +88,9 @@ def measure(data_root: str, out_dir: str) -> dict:
     from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
     from tfx.types import standard_artifacts
 
-    from components.image_example_gen import REPORT_FILE, Executor, ImageExampleGen
-    from components.ingestion.fingerprint import tree_fingerprint
+    from components.example_gen.component import ImageExampleGen
+    from components.example_gen.executor import REPORT_FILE, Executor
+    from components.example_gen.ingestion.fingerprint import tree_fingerprint
     from pipeline.config import IngestionConfig, PipelineConfig
     from pipeline.tfx_pipeline import effective_beam_args
 

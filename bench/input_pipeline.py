@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-import components  # noqa: F401  (tf_keras setup)
+import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from bench.report import RESULTS_DIR, write_table
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument('--work', type=Path, default=REPO / 'bench' / '.work' / 'recipe')
     parser.add_argument('--epochs', type=int, default=3)
     args = parser.parse_args(argv)
-    from components import model as model_lib
+    from components.trainer import model as model_lib
     from components.trainer import image_trainer
     from pipeline.config import load_config
 

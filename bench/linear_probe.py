@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 
-import components  # noqa: F401  (tf_keras setup)
+import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras
 
 from bench.report import write_table
-from components import backbones
+from components.trainer import backbones
 from pipeline import fashion_mnist
 from pipeline.config import BackboneSpec
 

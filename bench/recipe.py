@@ -53,7 +53,7 @@ def export_data(work: Path, sizes: dict) -> Path:
 
 
 def weights_file(work: Path) -> Path:
-    from components import weights
+    from components.weights import torchvision as weights
     return Path(weights.import_torchvision(work / 'weights')['no_top'])
 
 

@@ -1,7 +1,12 @@
-"""The pipeline's own TFX pieces: image ingestion, preprocessing, model and serving code.
+"""The pipeline's own TFX pieces, one package per stage: example_gen, transform, trainer,
+evaluator, report, and weights (the offline ImageNet weights). Nothing here imports `pipeline`.
 
-Importing this package sets up Keras 2 (`tf_keras`) for the process; see keras_setup.
+TFT and TFMA 1.16 work with Keras 2 only: `tf.keras` must mean `tf_keras`, which TensorFlow
+decides from TF_USE_LEGACY_KERAS when it first resolves `tf.keras`. Setting it here costs
+nothing; the rest of the Keras set-up (keras_setup.py) needs TensorFlow and runs where Keras
+is used, so that the typed specs can be imported without TensorFlow.
 """
-from components import keras_setup
+import os
 
-keras_setup.use_tf_keras()
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+

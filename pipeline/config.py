@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr,
-                      ValidationError, field_validator, model_validator)
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from components.example_gen.spec import IngestionConfig
+from components.strict_spec import StrictSpec, is_remote
+from components.trainer.spec import (SINGLE_INPUT_KEY, WEIGHTS_CHOICES, BackboneName, BackboneSpec, FineTuneAt,
+                                     RecipeSpec, TrainingSpec)
+from components.transform.spec import InputSpec, PreprocessingSpec
 
 PIPELINE_CONFIG_ENV = 'PIPELINE_CONFIG'
 DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
-
-BackboneName = Literal['mobilenet_v2', 'resnet50', 'inception_v3', 'vgg16', 'efficientnet_b0', 'hub']
-MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-# Besides these, `weights` may be the path of a Keras weights file.
-WEIGHTS_CHOICES = ('imagenet', 'imagenet-torchvision', 'none')
-MAX_IMAGE_SIZE = 1024
-# A layer index, a fraction of the base's layers (0 < f < 1), or a layer name.
-FineTuneAt = Union[StrictInt, StrictFloat, StrictStr]
-# Name of the transformed image (and model input) when there is a single backbone.
-SINGLE_INPUT_KEY = 'image'
 
 # Components that run in a container of their own on Kubeflow and may be given resources.
 # ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
@@ -43,102 +38,13 @@ KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform',
 # and tensorflow-io 0.37.1's aborts every process that used it at exit (code 134,
 # tensorflow/io#2039), which fails the step.
 KUBEFLOW_STORAGE_SCHEMES = ('gs://',)
-# Pillow refuses images with more pixels outright (2 * PIL.Image.MAX_IMAGE_PIXELS), so a larger
-# max_image_pixels could not be honoured.
-PILLOW_HARD_PIXEL_LIMIT = 178_956_970
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the config."""
 
 
-def _is_remote(path: str) -> bool:
-    return '://' in path
-
-
-def _registry():
-    """The backbone registry (components/backbones.py), the one place that knows backbones."""
-    from components import backbones
-    return backbones
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra='forbid', frozen=True, validate_default=True)
-
-
-class BackboneSpec(_Strict):
-    """One backbone, fully resolved: what Transform and the Trainer build it from."""
-
-    name: BackboneName
-    key: str = SINGLE_INPUT_KEY
-    image_size: int = 160
-    weights: str = 'imagenet'
-    alpha: float = 1.0
-    padding: Literal['auto', 'keras', 'torchvision'] = 'auto'
-    fine_tune_at: Optional[FineTuneAt] = None
-    hub_handle: Optional[str] = None
-
-    @model_validator(mode='after')
-    def _consistent(self) -> 'BackboneSpec':
-        facts = _registry().get(self.name)
-        problems = []
-        if not facts.min_size <= self.image_size <= MAX_IMAGE_SIZE:
-            problems.append(('image_size', f'must be between {facts.min_size} (the minimum of {self.name}) '
-                                           f'and {MAX_IMAGE_SIZE} px, got {self.image_size}'))
-        if facts.has_alpha and self.alpha not in MOBILENET_V2_ALPHAS:
-            problems.append(('alpha', f'must be one of {list(MOBILENET_V2_ALPHAS)}, got {self.alpha}'))
-        if self.name == 'hub':
-            if not self.hub_handle:
-                problems.append(('hub_handle', 'backbone hub needs hub_handle: a TF-Hub SavedModel folder or handle'))
-        else:
-            if self.hub_handle:
-                problems.append(('hub_handle', f'only applies to backbone hub, not {self.name}'))
-            problems.extend(self._weights_problems())
-        problems.extend(self._fine_tune_at_problems(facts))
-        if problems:
-            raise ValueError('; '.join(f'{key}: {message}' for key, message in problems))
-        return self
-
-    def _weights_problems(self) -> List[Tuple[str, str]]:
-        if self.weights == 'imagenet-torchvision' and (self.name != 'mobilenet_v2' or self.alpha != 1.0):
-            return [('weights', f'imagenet-torchvision exists for mobilenet_v2 with alpha 1.0 only, not '
-                                f'{self.name}' + (f' with alpha {self.alpha}' if self.name == 'mobilenet_v2' else ''))]
-        if self.padding == 'torchvision' and self.weights != 'imagenet-torchvision':
-            return [('padding', 'torchvision reproduces torchvision\'s arithmetic and only makes sense with '
-                                'weights: imagenet-torchvision')]
-        if self.weights not in WEIGHTS_CHOICES and not _is_remote(self.weights) and not os.path.isfile(self.weights):
-            return [('weights', f'is not one of {", ".join(WEIGHTS_CHOICES)}, so it must be a path to a Keras '
-                                f'weights file, but {self.weights!r} does not exist')]
-        return []
-
-    def _fine_tune_at_problems(self, facts) -> List[Tuple[str, str]]:
-        value = self.fine_tune_at
-        if isinstance(value, bool) or value is None or isinstance(value, str):
-            return [('fine_tune_at', 'must be a layer index, a fraction or a layer name')] \
-                if isinstance(value, bool) else []
-        if isinstance(value, float) and not 0 < value < 1:
-            return [('fine_tune_at', f'a fraction of the layers must be between 0 and 1, got {value}')]
-        if isinstance(value, int) and not 0 <= value < (facts.num_layers or 1):
-            return [('fine_tune_at', f'{self.name} has {facts.num_layers} layers, so a layer index must be '
-                                     f'0 to {facts.num_layers - 1}; got {value}')]
-        return []
-
-    @property
-    def torchvision_padding(self) -> bool:
-        """auto: pad like the framework the weights were trained in."""
-        if self.padding == 'auto':
-            return self.weights == 'imagenet-torchvision'
-        return self.padding == 'torchvision'
-
-    @property
-    def effective_fine_tune_at(self) -> FineTuneAt:
-        return _registry().get(self.name).default_fine_tune_at if self.fine_tune_at is None else self.fine_tune_at
-
-    def weights_description(self) -> str:
-        return 'the hub module\'s own' if self.name == 'hub' else self.weights
-
-
-class BackboneEntry(_Strict):
+class BackboneEntry(StrictSpec):
     """An item of `backbones:`; unset fields take the top-level key of the same name."""
 
     name: BackboneName
@@ -150,113 +56,11 @@ class BackboneEntry(_Strict):
     hub_handle: Optional[str] = None
 
 
-class AugmentationSpec(_Strict):
-    """Random changes applied in training only; the defaults are the tutorial's."""
-
-    flip: bool = True
-    rotation: float = Field(0.2, ge=0, le=0.5, description='fraction of a full turn')
-    zoom: float = Field(0.0, ge=0, lt=1)
-    contrast: float = Field(0.0, ge=0, lt=1)
-
-
-def _augmentation_from_switch(value: Any) -> Any:
-    """`augmentation: true` means the defaults, `false` (or null) means none."""
-    if value is True:
-        return AugmentationSpec()
-    if value is False:
-        return None
-    return value
-
-
-class InputSpec(_Strict):
-    """One tensor Transform emits: the image decoded, resized and scaled for one backbone."""
-
-    key: str
-    backbone: BackboneName
-    image_size: int
-
-
-class PreprocessingSpec(_Strict):
-    """What Transform needs: one input per backbone."""
-
-    inputs: List[InputSpec]
-
-
-class _Recipe(_Strict):
-    """The head and the two-phase training recipe: the same keys in the config and the spec."""
-
-    head: Literal['auto', 'gap', 'max', 'flatten'] = 'auto'
-    hidden_units: List[int] = Field(default_factory=list)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    batch_size: int = Field(32, ge=1)
-    head_epochs: int = Field(10, ge=0)
-    fine_tune_epochs: int = Field(10, ge=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    fine_tune_learning_rate: Optional[float] = Field(None, gt=0)
-    head_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'adam'
-    fine_tune_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'rmsprop'
-    augmentation: Optional[AugmentationSpec] = AugmentationSpec()
-    # auto: weight each class by n_train / (n_classes * n_class) so rare classes count as much.
-    class_weight: Literal['none', 'auto'] = 'none'
-    # Stop a phase when validation loss has not improved for this many epochs, keeping the best
-    # weights; unset: train every epoch, as the tutorial does.
-    early_stopping_patience: Optional[int] = Field(None, ge=1)
-    seed: int = 42
-    # Same seed, same data, same code: identical metrics on rerun (slower on some ops).
-    deterministic: bool = False
-    # Keep decoded, resized images after the first epoch instead of decoding every epoch:
-    # auto: in memory when they fit in input_cache_max_gb, else in a file; or memory, disk, none.
-    input_cache: Literal['auto', 'memory', 'disk', 'none'] = 'auto'
-    input_cache_max_gb: float = Field(4.0, gt=0)
-    # In phase 1 the frozen backbone gives an image the same features every epoch: compute
-    # them once. Validation images are never augmented, so their features always are; without
-    # augmentation the training images' are too and the head trains on them alone.
-    cache_features: bool = True
-
-    _augmentation_switch = field_validator('augmentation', mode='before')(_augmentation_from_switch)
-
-    @field_validator('hidden_units')
-    @classmethod
-    def _positive_units(cls, value: List[int]) -> List[int]:
-        if any(units < 1 for units in value):
-            raise ValueError(f'every hidden layer needs at least one unit, got {value}')
-        return value
-
-    @model_validator(mode='after')
-    def _something_to_train(self) -> '_Recipe':
-        if self.head_epochs + self.fine_tune_epochs == 0:
-            raise ValueError('head_epochs and fine_tune_epochs are both 0: nothing would be trained')
-        return self
-
-    @property
-    def effective_fine_tune_learning_rate(self) -> float:
-        """The tutorial fine-tunes at a tenth of the head's learning rate."""
-        return self.fine_tune_learning_rate or self.learning_rate / 10
-
-
-class TrainingSpec(_Recipe):
-    """What the Trainer needs: the backbones, the head and the two-phase recipe."""
-
-    backbones: List[BackboneSpec]
-
-    @property
-    def any_random_backbone(self) -> bool:
-        return any(b.weights == 'none' for b in self.backbones if b.name != 'hub')
-
-
 _BACKBONE_KEYS = ('image_size', 'weights', 'alpha', 'padding', 'fine_tune_at', 'hub_handle')
-_RECIPE_KEYS = tuple(_Recipe.model_fields)
+_RECIPE_KEYS = tuple(RecipeSpec.model_fields)
 
 
-class SplitRatios(_Strict):
-    """Relative sizes of the hash-based splits; 80/10/10 means 8 of 10 hash buckets go to train."""
-
-    train: int = Field(80, ge=1)
-    eval: int = Field(10, ge=1)
-    test: int = Field(10, ge=1)
-
-
-class ComponentResources(_Strict):
+class ComponentResources(StrictSpec):
     """What one component's container may use on Kubeflow, in Kubernetes' units (as kfp's own
     `set_cpu_limit`, `set_memory_limit`, `set_accelerator_type` and `set_accelerator_limit`)."""
 
@@ -283,22 +87,7 @@ class ComponentResources(_Strict):
         return self
 
 
-class ImageReadingConfig(_Strict):
-    """How ImageExampleGen's executor treats each file (its custom_config)."""
-
-    apply_exif_orientation: bool = True
-    max_image_pixels: int = Field(100_000_000, ge=1, le=PILLOW_HARD_PIXEL_LIMIT)
-    drop_unusable_classes: bool = False
-
-
-class IngestionConfig(ImageReadingConfig):
-    """What ImageExampleGen needs besides data_root: which layout, and split sizes if it computes them."""
-
-    layout: Literal['auto', 'class_folders', 'pre_split'] = 'auto'
-    split_ratios: SplitRatios = SplitRatios()
-
-
-class PipelineConfig(_Recipe, IngestionConfig):
+class PipelineConfig(RecipeSpec, IngestionConfig):
     """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
     pipeline_name: str = Field('image-transfer-learning', pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
@@ -335,7 +124,7 @@ class PipelineConfig(_Recipe, IngestionConfig):
     @field_validator('data_root')
     @classmethod
     def _data_root_exists(cls, value: str) -> str:
-        if not _is_remote(value) and not os.path.isdir(value):
+        if not is_remote(value) and not os.path.isdir(value):
             raise ValueError(f'{value!r} is not a folder (expected data_root/<class>/<image files> '
                              f'or data_root/<split>/<class>/<image files>)')
         return value
@@ -429,7 +218,7 @@ class PipelineConfig(_Recipe, IngestionConfig):
                 problems.append(f'weights: the file {backbone.weights!r} is on this machine, not in the '
                                 f'containers; use imagenet-torchvision (converted into the image) or imagenet '
                                 f'(downloaded by the Trainer)')
-            if backbone.name == 'hub' and not _is_remote(backbone.hub_handle):
+            if backbone.name == 'hub' and not is_remote(backbone.hub_handle):
                 problems.append(f'hub_handle: the folder {backbone.hub_handle!r} is on this machine, not in '
                                 f'the containers; use a gs:// path or a handle URL')
         if problems:
@@ -449,7 +238,7 @@ _PATH_KEYS = ('data_root', 'output_dir', 'pipeline_root', 'metadata_path', 'serv
 
 
 def _resolve_path(value: Any, base: Path) -> Any:
-    if not isinstance(value, str) or not value or _is_remote(value):
+    if not isinstance(value, str) or not value or is_remote(value):
         return value
     return str((base / os.path.expanduser(value)).resolve())
 
@@ -471,7 +260,7 @@ def _resolve_paths(raw: Dict[str, Any], base: Path) -> Dict[str, Any]:
 
 def _resolve_local_handle(handle: str, base: Path) -> str:
     """A hub handle is a URL or a local folder; only the folder is relative to the config."""
-    return handle if _is_remote(handle) else _resolve_path(handle, base)
+    return handle if is_remote(handle) else _resolve_path(handle, base)
 
 
 def parse_overrides(overrides: Iterable[str]) -> Dict[str, Any]:

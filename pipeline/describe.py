@@ -20,7 +20,7 @@ from pipeline.config import ConfigError, PipelineConfig, load_config
 def _class_names(config: PipelineConfig, classes: Optional[int]) -> List[str]:
     if classes:
         return [f'class_{i}' for i in range(classes)]
-    from components.image_example_gen import list_class_names
+    from components.example_gen.component import list_class_names
     return list_class_names(config.data_root)
 
 
@@ -29,8 +29,8 @@ def _shape(shape) -> str:
 
 
 def describe(config: PipelineConfig, class_names: Sequence[str]) -> str:
-    from components import backbones
-    from components import model as model_lib
+    from components.trainer import backbones
+    from components.trainer import model as model_lib
     spec = config.training()
     bases = model_lib.build_bases(spec, load_weights=False)
     lines = [f'Model for {len(class_names)} classes: {", ".join(class_names)}', '']

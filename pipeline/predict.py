@@ -72,7 +72,7 @@ class Classifier:
 def predict(classifier: Classifier, files: Sequence[Path], top_k: int) -> List[Prediction]:
     """Batches files through the model; a batch that fails is retried file by file."""
     import tensorflow as tf
-    from components.image_decoding import decode_error_reason
+    from components.transform.image_decoding import decode_error_reason
     results: List[Prediction] = []
     for start in range(0, len(files), _BATCH):
         batch = [Prediction(str(path)) for path in files[start:start + _BATCH]]

@@ -18,17 +18,17 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
-from components import gate
-from components.image_example_gen import ImageExampleGen
-from components.model_report import ModelReportGen
+from components.evaluator import gate
+from components.example_gen.component import ImageExampleGen
+from components.report.component import ModelReportGen
 from pipeline.config import PipelineConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS_DIR = REPO_ROOT / 'components'
 SCHEMA_FILE = REPO_ROOT / 'schemas' / 'schema.pbtxt'
-CONFIG_MODULE = REPO_ROOT / 'pipeline' / 'config.py'
-# Modules of components/ that ImageExampleGen runs, besides components/ingestion/.
-INGESTION_MODULES = ('image_example_gen.py', 'image_decoding.py', 'features.py', 'class_names.py')
+# What ImageExampleGen runs besides components/example_gen/: the decoder it checks images with
+# (the one Transform uses), the feature names and the spec base.
+INGESTION_SHARED_MODULES = ('transform/image_decoding.py', 'features.py', 'strict_spec.py')
 
 # User code is named by import path, locally (this project is installed in the virtualenv) and
 # on Kubeflow (config.container_image has it installed, see Dockerfile). TFX's module_file
@@ -47,13 +47,13 @@ _BEAM_DEPENDENCY_FLAGS = ('--extra_package', '--extra_packages', '--setup_file',
 
 
 def code_fingerprint() -> str:
-    """sha256 of the code the Transform and Trainer modules import.
+    """sha256 of components/, the code the Transform and Trainer functions import, their specs included.
 
-    TFX only fingerprints the module files' own folders; adding this to their custom_config
-    makes a change anywhere in components/ (or in the config model) re-run them instead of
-    reusing a stale cached result.
+    TFX's cache key holds the functions' import paths, not their code; adding this to their
+    custom_config makes a change anywhere in components/ re-run them instead of reusing a
+    stale cached result.
     """
-    return _fingerprint(sorted(COMPONENTS_DIR.rglob('*.py')) + [CONFIG_MODULE])
+    return _fingerprint(sorted(COMPONENTS_DIR.rglob('*.py')))
 
 
 def ingestion_code_fingerprint() -> str:
@@ -61,8 +61,8 @@ def ingestion_code_fingerprint() -> str:
 
     Only the ingestion code, so that changing the model does not re-read every image.
     """
-    return _fingerprint(sorted((COMPONENTS_DIR / 'ingestion').glob('*.py')) + [
-        COMPONENTS_DIR / name for name in INGESTION_MODULES])
+    return _fingerprint(sorted((COMPONENTS_DIR / 'example_gen').rglob('*.py')) + [
+        COMPONENTS_DIR / name for name in INGESTION_SHARED_MODULES])
 
 
 def _fingerprint(files: List[Path]) -> str:

@@ -81,13 +81,13 @@ def tiny_config_values(data_root: Path, output_dir: Path, **overrides) -> dict:
 
 def backbone_spec(**overrides):
     """A tiny MobileNetV2 spec (alpha 0.35, 32 px, random weights) unless overridden."""
-    from pipeline.config import BackboneSpec
+    from components.trainer.spec import BackboneSpec
     return BackboneSpec(**{'name': 'mobilenet_v2', 'image_size': 32, 'alpha': 0.35, 'weights': 'none',
                            **overrides})
 
 
 def training_spec(backbones=None, **overrides):
-    from pipeline.config import TrainingSpec
+    from components.trainer.spec import TrainingSpec
     return TrainingSpec(backbones=backbones or [backbone_spec()], **{'augmentation': False, **overrides})
 
 
@@ -122,6 +122,6 @@ def kubeflow_spec_yaml(tmp_path_factory) -> Path:
 
 def example_gen_exec_properties(data_root, ingestion) -> dict:
     """ImageExampleGen's exec_properties as its executor receives them, from the component itself."""
-    from components.image_example_gen import ImageExampleGen
+    from components.example_gen.component import ImageExampleGen
     component = ImageExampleGen(str(data_root), ingestion)
     return {key: value for key, value in component.exec_properties.items() if value is not None}

@@ -9,12 +9,14 @@ import tensorflow_transform.beam as tft_beam
 import tf_keras
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-from components import backbones, serving
-from components import model as model_lib
+from components.trainer import backbones
+from components.trainer import serving
+from components.trainer import model as model_lib
 from components.transform.image_preprocessing import preprocessing_fn
 from conftest import backbone_spec, image_bytes, training_spec
 from pipeline import describe
-from pipeline.config import BackboneSpec, load_config
+from components.trainer.spec import BackboneSpec
+from pipeline.config import load_config
 
 SMALLEST = {'mobilenet_v2': 32, 'resnet50': 32, 'inception_v3': 75, 'vgg16': 32, 'efficientnet_b0': 32}
 
@@ -141,7 +143,7 @@ def test_ensemble_runs_backbones_side_by_side_trains_and_serves_raw_bytes(tmp_pa
 
 
 def test_shared_augmentation_moves_every_view_alike():
-    from components.augmentation import SharedAugmentation
+    from components.trainer.augmentation import SharedAugmentation
     image = np.zeros((1, 16, 16, 3), np.float32)
     image[:, :, :4] = 1.0  # a bright band on the left
     big = tf.image.resize(image, [32, 32]).numpy()

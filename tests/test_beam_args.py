@@ -10,8 +10,8 @@ from tfx.orchestration.portable import beam_executor_operator, data_types
 from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
 from tfx.types import standard_artifacts
 
-from components.image_example_gen import Executor
-from pipeline.config import IngestionConfig
+from components.example_gen.executor import Executor
+from components.example_gen.spec import IngestionConfig
 from conftest import example_gen_exec_properties, tiny_config_values
 from pipeline import tfx_pipeline
 from pipeline.config import PipelineConfig

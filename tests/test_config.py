@@ -146,8 +146,8 @@ def test_components_receive_only_their_keys(tmp_path):
 
 
 def test_pixel_limit_bound_is_pillows_own():
-    from components.ingestion.inspection import PILLOW_HARD_PIXEL_LIMIT
-    from pipeline.config import PILLOW_HARD_PIXEL_LIMIT as configured
+    from components.example_gen.ingestion.inspection import PILLOW_HARD_PIXEL_LIMIT
+    from components.example_gen.spec import PILLOW_HARD_PIXEL_LIMIT as configured
     assert configured == PILLOW_HARD_PIXEL_LIMIT
 
 

@@ -13,15 +13,15 @@ import tensorflow as tf
 from PIL import Image
 from tfx.types import standard_artifacts
 
-from components import class_names
-from components import image_example_gen as example_gen
-from components.image_decoding import decode_rgb
-from components.ingestion import IngestionError, data_folder, skips
-from components.ingestion.data_folder import CLASS_FOLDERS
-from components.ingestion.report import REPORT_FILE
+from components.example_gen import class_names
+from components.example_gen import executor as example_gen
+from components.transform.image_decoding import decode_rgb
+from components.example_gen.ingestion import IngestionError, data_folder, skips
+from components.example_gen.ingestion.data_folder import CLASS_FOLDERS
+from components.example_gen.ingestion.report import REPORT_FILE
 from conftest import (CLASS_COLOURS, UPRIGHT_BOTTOM, UPRIGHT_TOP, example_gen_exec_properties, image_bytes,
                       make_image_folder, png_header_only, sideways_photo)
-from pipeline.config import IngestionConfig, SplitRatios
+from components.example_gen.spec import IngestionConfig, SplitRatios
 from test_preprocessing import transform
 
 SPLITS = ('train', 'eval', 'test')

@@ -3,8 +3,8 @@ import uuid
 
 import tensorflow as tf
 
-from components.ingestion import data_folder, skips
-from components.ingestion.fingerprint import tree_fingerprint
+from components.example_gen.ingestion import data_folder, skips
+from components.example_gen.ingestion.fingerprint import tree_fingerprint
 from conftest import image_bytes
 
 

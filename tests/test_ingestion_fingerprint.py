@@ -1,10 +1,10 @@
 """ImageExampleGen's driver: an input fingerprint (TFX's cache key) of every file in the tree."""
 import os
 
-from components.image_example_gen import ImageExampleGen
-from components.ingestion.fingerprint import ImageFolderDriver, tree_fingerprint
+from components.example_gen.component import ImageExampleGen
+from components.example_gen.ingestion.fingerprint import ImageFolderDriver, tree_fingerprint
 from conftest import image_bytes
-from pipeline.config import IngestionConfig
+from components.example_gen.spec import IngestionConfig
 
 
 def test_changes_deep_in_the_tree_change_the_fingerprint(tmp_path, image_folder):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from components.image_decoding import decode_rgb
-from components.ingestion import skips
-from components.ingestion.inspection import Ingested, Refused, inspect
+from components.transform.image_decoding import decode_rgb
+from components.example_gen.ingestion import skips
+from components.example_gen.ingestion.inspection import Ingested, Refused, inspect
 from conftest import UPRIGHT_BOTTOM, UPRIGHT_TOP, image_bytes, png_header_only, sideways_photo
 
 LIMIT = 100_000_000

@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from components import backbones
-from components import model as model_lib
+from components.trainer import backbones
+from components.trainer import model as model_lib
 from conftest import backbone_spec, training_spec
 
 

@@ -7,6 +7,7 @@ serving directory must stay exactly as it was.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,8 @@ def runs(tmp_path_factory):
 
     second = _run(['pipeline.local_runner', '--config', str(config_path), '--set', 'min_accuracy=1.01'], env)
     second_summary = run_summary.latest_run(config)
-    return dict(config=config, home=home, temp=temp, first=first, first_summary=first_summary,
+    return dict(config=config, config_path=config_path, env=env, home=home, temp=temp, first=first,
+                first_summary=first_summary,
                 tree_after_first=tree_after_first, second=second, second_summary=second_summary)
 
 
@@ -143,22 +145,29 @@ def test_undecodable_bytes_are_an_error_not_a_crash(serving):
     assert serving(image_bytes=tf.constant([image_bytes((1, 2, 3))]))['probabilities'].shape == (1, 3)
 
 
-def test_predict_reports_a_corrupt_file_and_classifies_the_rest(runs, tmp_path, capsys):
+def test_predict_reports_a_corrupt_file_and_classifies_the_rest(runs, tmp_path):
     folder = tmp_path / 'to_classify'
     folder.mkdir()
     for name, colour in CLASS_COLOURS.items():
         (folder / f'{name}.png').write_bytes(image_bytes(colour, seed=5))
     (folder / 'corrupt.jpg').write_bytes(b'\xff\xd8\xff broken')
-    status = predict.main(['--model', runs['config'].serving_dir, '--top-k', '2', '--json', str(folder)])
-    assert status == 1
-    result = json.loads(capsys.readouterr().out)
-    by_file = {Path(item['file']).name: item for item in result['predictions']}
+    args = ['pipeline.predict', '--model', runs['config'].serving_dir, '--top-k', '2', '--json', str(folder)]
+    result = subprocess.run([sys.executable, '-m'] + args, cwd=REPO, env=runs['env'], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    by_file = {Path(item['file']).name: item for item in json.loads(result.stdout)['predictions']}
     assert set(by_file) == {'cat.png', 'dog.png', 'fox.png', 'corrupt.jpg'}
     assert 'not a decodable image' in by_file['corrupt.jpg']['error']
     for name in ('cat.png', 'dog.png', 'fox.png'):
         top = by_file[name]['top']
         assert len(top) == 2 and top[0]['probability'] >= top[1]['probability']
         assert top[0]['class'] in CLASS_COLOURS
+
+
+def test_run_summary_command_prints_the_latest_run(runs):
+    out = _run(['pipeline.run_summary', '--config', str(runs['config_path'])], runs['env']).stdout
+    assert re.search(r'Trainer +reused \(cache\)', out), out
+    assert 'gate: FAILED, model not blessed' in out and 'pushed: nothing' in out
 
 
 def test_reports_next_to_the_model_and_in_the_model_report(runs):

@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-from components import reports
+from components.trainer import reports
 
 
 def test_learning_curves_show_accuracy_and_loss_with_fine_tuning_marked(tmp_path):

@@ -7,7 +7,7 @@ from tfx.proto import evaluator_pb2  # noqa: F401  (registers the protos used by
 from tfx.proto import example_gen_pb2
 from tfx.utils import proto_utils
 
-from components import gate
+from components.evaluator import gate
 from conftest import tiny_config_values
 from pipeline import tfx_pipeline
 from pipeline.config import PipelineConfig

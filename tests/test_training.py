@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from components import model as model_lib, training
+from components.trainer import model as model_lib
+from components.trainer import training
 from conftest import training_spec
 
 SCRIPT = Path(__file__).with_name('training_run.py')

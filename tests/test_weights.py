@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tf_keras
 
-from components import backbones, torch_checkpoint
-from components import weights as weights_lib
-from components.torchvision_padding import with_torchvision_padding
+from components.trainer import backbones
+from components.weights import torch_checkpoint
+from components.weights import torchvision as weights_lib
+from components.weights.torchvision_padding import with_torchvision_padding
 from conftest import backbone_spec
 from pipeline.config import ConfigError, load_config
 

@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
-from components import model as model_lib, training  # noqa: E402
+from components.trainer import model as model_lib  # noqa: E402
+from components.trainer import training
 from conftest import backbone_spec, training_spec  # noqa: E402
 
 

@@ -1,4 +1,6 @@
-"""Makes the Trainer module importable by its path in the Kubeflow image (`run_fn`).
+"""The Trainer: `run_fn` (image_trainer.py) and the model code it uses.
 
-TFX leaves `__init__.py` out of the module-file wheel it builds for local runs.
+spec.py (what it is given), data.py (input), backbones.py (the registry), model.py (base and
+head), augmentation.py, training.py (the two phases, checkpoints), serving.py (the exported
+signatures), reports.py (learning curves, confusion matrix, summary).
 """

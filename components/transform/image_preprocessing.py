@@ -9,10 +9,10 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from components import backbones
+from components.trainer import backbones
 from components.features import IMAGE_KEY, LABEL_KEY
-from components.image_decoding import decode_images
-from pipeline.config import PreprocessingSpec
+from components.transform.image_decoding import decode_images
+from components.transform.spec import PreprocessingSpec
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 from tfx.components.example_gen import driver, input_processor
 
-from components.ingestion.data_folder import is_remote
+from components.example_gen.ingestion.data_folder import is_remote
 
 _NANOS_PER_SECOND = 10 ** 9
 

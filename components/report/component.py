@@ -13,7 +13,8 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
-from components import evaluation_results, reports
+from components.evaluator import evaluation_results
+from components.trainer import reports
 
 
 class ModelReport(Artifact):

@@ -1,4 +1,4 @@
-"""The parts of ImageExampleGen (components/image_example_gen.py), one idea per module.
+"""The parts of ImageExampleGen's executor (../executor.py), one idea per module.
 
     skips.py        why a file was not ingested (the reason codes of the report)
     data_folder.py  the files under data_root: layouts, class folders, a safe walk, reading

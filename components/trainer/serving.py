@@ -20,7 +20,7 @@ import tensorflow_transform as tft
 import tf_keras
 
 from components.features import IMAGE_KEY, LABEL_KEY
-from components.model import probabilities
+from components.trainer.model import probabilities
 
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLES_SIGNATURE = 'from_examples'

@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components import backbones
-from components.augmentation import SharedAugmentation
-from pipeline.config import BackboneSpec, TrainingSpec
+from components.trainer import backbones
+from components.trainer.augmentation import SharedAugmentation
+from components.trainer.spec import BackboneSpec, TrainingSpec
 
 logger = logging.getLogger(__name__)
 

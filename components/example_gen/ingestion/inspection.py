@@ -1,6 +1,6 @@
 """One file's bytes -> ingested as they are, converted once, or refused with a reason.
 
-The rule is what Transform can decode (components.image_decoding.decode_rgb: JPEG, PNG, GIF
+The rule is what Transform can decode (components.transform.image_decoding.decode_rgb: JPEG, PNG, GIF
 first frame, BMP):
 
 1. The header is read with Pillow, never the pixels: an image with more than `max_pixels`
@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from components.image_decoding import decode_error_reason, decode_rgb
-from components.ingestion import skips
+from components.transform.image_decoding import decode_error_reason, decode_rgb
+from components.example_gen.ingestion import skips
 
 # Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS outright (DecompressionBombError) and
 # warns above MAX_IMAGE_PIXELS; max_image_pixels is checked here instead, so the warning is noise.
@@ -46,7 +46,7 @@ class Ingested:
 
 @dataclasses.dataclass(frozen=True)
 class Refused:
-    reason: str  # a code of components.ingestion.skips
+    reason: str  # a code of components.example_gen.ingestion.skips
     detail: str
 
 

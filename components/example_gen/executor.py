@@ -1,27 +1,11 @@
-"""ImageExampleGen: a real folder of images as TFX Examples, with a report of everything it met.
-
-TFX's FileBasedExampleGen with its own driver and executor, so splitting, output format,
-caching and ML Metadata behave as for any TFX ExampleGen. Each example holds:
-
-    image_raw       bytes  the encoded image: the file's own bytes, or its one-time conversion
-    label           int64  index of the class in the sorted class names
-    filename        bytes  path relative to data_root
-    content_sha256  bytes  sha256 of the file's bytes (hex)
-
-Two layouts (components.ingestion.data_folder):
-
-- class folders `data_root/<class>/**`: one TFX input split; TFX's own hash buckets
-  (`output_config`) split it on `content_sha256`, so byte-identical copies always share a
-  split and adding images never moves old ones;
-- pre-split folders `data_root/<train|validation|val|eval|test>/<class>/**`: one TFX input
-  split per folder (`input_config`), used as given.
+"""ImageExampleGen's executor: lists, reads and checks the image files in Beam, writes tf.Examples.
 
 Files are listed, read and checked in Beam: outside Beam, the executor lists only the top one
-or two levels of folders (and the driver, components.ingestion.fingerprint, only stats every
-file for the cache key, keeping nothing). Every file that does not become an example is
-reported with its reason (components.ingestion.skips), never passed on to crash Transform;
-images TensorFlow cannot decode are converted once (components.ingestion.inspection). The
-class names and the report (components.ingestion.report) are written next to the examples.
+or two levels of folders (and the driver, ingestion.fingerprint, only stats every file for the
+cache key, keeping nothing). Every file that does not become an example is reported with its
+reason (ingestion.skips), never passed on to crash Transform; images TensorFlow cannot decode
+are converted once (ingestion.inspection). The class names and the report (ingestion.report)
+are written next to the examples.
 """
 from __future__ import annotations
 
@@ -36,20 +20,17 @@ import tensorflow as tf
 from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components.example_gen import base_example_gen_executor, write_split
 from tfx.components.example_gen import utils as example_gen_utils
-from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.util import examples_utils
-from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import class_names as class_names_lib
+from components.example_gen import class_names as class_names_lib
+from components.example_gen.ingestion import IngestionError, data_folder, inspection
+from components.example_gen.ingestion import report as report_lib
+from components.example_gen.ingestion import skips
+from components.example_gen.spec import ImageReadingConfig
 from components.features import CONTENT_HASH_KEY, FILENAME_KEY, IMAGE_KEY, LABEL_KEY
-from components.ingestion import IngestionError, data_folder, inspection
-from components.ingestion import report as report_lib
-from components.ingestion import skips
-from components.ingestion.fingerprint import ImageFolderDriver
-from pipeline.config import ImageReadingConfig, IngestionConfig, SplitRatios
 
 logger = logging.getLogger(__name__)
 
@@ -335,37 +316,3 @@ def custom_config(reading: ImageReadingConfig, code_version: str = '') -> exampl
 
 def _project(config, model) -> Dict[str, Any]:
     return {name: getattr(config, name) for name in model.model_fields}
-
-
-def input_config(layout: data_folder.Layout) -> example_gen_pb2.Input:
-    """One input split of all class folders, or one per split folder (used as given)."""
-    if layout.kind == data_folder.CLASS_FOLDERS:
-        return example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name='images', pattern=CLASS_FILES_PATTERN)])
-    return example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=split, pattern=f'{folder}/{CLASS_FILES_PATTERN}')
-        for split, folder in layout.split_folders.items()])
-
-
-def output_config(layout: data_folder.Layout, ratios: SplitRatios) -> example_gen_pb2.Output:
-    """Hash buckets of the content hash in the given proportions; nothing when the folders are splits."""
-    if layout.kind == data_folder.PRE_SPLIT:
-        return example_gen_pb2.Output()
-    return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
-        splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=getattr(ratios, name))
-                for name in data_folder.OUTPUT_SPLITS],
-        partition_feature_name=CONTENT_HASH_KEY))
-
-
-class ImageExampleGen(FileBasedExampleGen):
-    """FileBasedExampleGen reading image folders, with the tree-fingerprinting driver."""
-
-    DRIVER_CLASS = ImageFolderDriver
-
-    def __init__(self, data_root: str, ingestion: IngestionConfig, code_version: str = ''):
-        layout = data_folder.detect_layout(data_root, ingestion.layout)
-        super().__init__(
-            input_base=data_root,
-            input_config=input_config(layout),
-            output_config=output_config(layout, ingestion.split_ratios),
-            custom_config=custom_config(ingestion, code_version),
-            custom_executor_spec=executor_spec.BeamExecutorSpec(Executor))

@@ -1,0 +1,1 @@
+"""ImageExampleGen: folders of images to tf.Examples (component.py, executor.py, ingestion/)."""

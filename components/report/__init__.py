@@ -1,0 +1,1 @@
+"""ModelReport: one folder per run with the model's reports and the gate's verdict."""

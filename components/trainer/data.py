@@ -1,0 +1,146 @@
+"""The Trainer's input: the splits as ({input key: images}, label) datasets, and their labels.
+
+The Trainer reads the raw examples and applies Transform's graph in its input pipeline (the
+same graph the exported model embeds), so decoded float images are never written to disk:
+160 px float32 images would take ~300 KB each.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components.example_gen import class_names as class_names_lib
+from components.features import LABEL_KEY
+from components.trainer import model as model_lib
+from components.trainer.spec import TrainingSpec
+
+logger = logging.getLogger(__name__)
+
+_SHUFFLE_BUFFER = 1024
+_STATISTICS_IMAGES = 256
+SPLITS = ('train', 'eval', 'test')
+
+
+class TrainerData:
+    """The splits as ({input key: images}, label) datasets: raw examples -> transform graph.
+
+    Decoding and resizing every image again in every epoch makes training input-bound (the
+    tutorial's script is), so the transformed images are cached after the first pass: in
+    memory when they fit in input_cache_max_gb, else in a file in a temporary folder removed
+    at the end.
+    """
+
+    def __init__(self, fn_args: tfx.components.FnArgs, spec: TrainingSpec, binary: bool,
+                 counts: Dict[str, int]):
+        self._fn_args = fn_args
+        self._spec = spec
+        self._binary = binary
+        self.transform_output = tft.TFTransformOutput(fn_args.transform_output)
+        self.cache_mode = self._cache_mode(counts)
+        self._cache_dir = tempfile.mkdtemp(prefix='input-cache-') if self.cache_mode == 'disk' else None
+        self._datasets: Dict[tuple, tf.data.Dataset] = {}
+
+    def _cache_mode(self, counts: Dict[str, int]) -> str:
+        bytes_per_image = sum(4 * 3 * b.image_size ** 2 for b in self._spec.backbones)
+        gigabytes = bytes_per_image * sum(counts.values()) / 2 ** 30
+        mode = self._spec.input_cache
+        if mode == 'auto':
+            mode = 'memory' if gigabytes <= self._spec.input_cache_max_gb else 'disk'
+        logger.info('Decoded images: %.2f GB for all splits; input cache: %s', gigabytes, mode)
+        return mode
+
+    def close(self) -> None:
+        if self._cache_dir:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+
+    def dataset(self, split: str, shuffle: bool = False, cache: bool = True) -> tf.data.Dataset:
+        """One pass over the split per iteration; the same object (and cache) for the same request."""
+        request = (split, shuffle, cache)
+        if request not in self._datasets:
+            self._datasets[request] = self._build(split, shuffle, cache and self.cache_mode != 'none')
+        return self._datasets[request]
+
+    def _build(self, split: str, shuffle: bool, cache: bool) -> tf.data.Dataset:
+        raw = self._fn_args.data_accessor.tf_dataset_factory(
+            split_files(self._fn_args, split),
+            tfxio.TensorFlowDatasetOptions(batch_size=self._spec.batch_size, num_epochs=1,
+                                           shuffle=shuffle and not cache, shuffle_seed=self._spec.seed,
+                                           shuffle_buffer_size=_SHUFFLE_BUFFER, drop_final_batch=False),
+            self.transform_output.raw_metadata.schema)
+        transform_layer = self.transform_output.transform_features_layer()
+        keys = [backbone.key for backbone in self._spec.backbones]
+        binary = self._binary
+
+        def transform(raw_features):
+            transformed = transform_layer(raw_features)
+            label = transformed[LABEL_KEY]
+            return {key: transformed[key] for key in keys}, tf.cast(label, tf.float32) if binary else label
+
+        dataset = raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        if cache:
+            cache_file = os.path.join(self._cache_dir, split) if self._cache_dir else ''
+            dataset = dataset.unbatch().cache(cache_file)
+            if shuffle:
+                dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=self._spec.seed, reshuffle_each_iteration=True)
+            dataset = dataset.batch(self._spec.batch_size)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def split_files(fn_args: tfx.components.FnArgs, split: str) -> List[str]:
+    """File patterns of a split: train and eval as TFX gives them, test next to them."""
+    examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
+    return {'train': fn_args.train_files, 'eval': fn_args.eval_files}.get(
+        split, [os.path.join(examples_uri, f'Split-{split}', '*')])
+
+
+def labels(fn_args: tfx.components.FnArgs, split: str) -> np.ndarray:
+    """A split's labels, read without decoding any image."""
+    files = [name for pattern in split_files(fn_args, split) for name in tf.io.gfile.glob(pattern)]
+    spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    records = tf.data.TFRecordDataset(files, compression_type='GZIP')
+    parsed = records.batch(1024).map(lambda batch: tf.io.parse_example(batch, spec)[LABEL_KEY])
+    return np.concatenate([np.zeros(0, np.int64)] + [b.numpy().ravel() for b in parsed])
+
+
+def sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
+    """Up to _STATISTICS_IMAGES training images (every input), for feature statistics."""
+    batches = []
+    count = 0
+    for inputs, _ in dataset:
+        batches.append(inputs)
+        count += int(next(iter(inputs.values())).shape[0])
+        if count >= _STATISTICS_IMAGES:
+            break
+    return {key: tf.concat([b[key] for b in batches], axis=0)[:_STATISTICS_IMAGES] for key in batches[0]}
+
+
+def cached_features(classifier: model_lib.Classifier, data: TrainerData, spec: TrainingSpec,
+                     splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
+    """The frozen backbones' pooled features of these splits as datasets, and the seconds they took."""
+    started = time.time()
+    # As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
+    extract = tf.function(lambda inputs: classifier.features(inputs, training=False), reduce_retracing=True)
+    datasets = []
+    for split in splits:
+        features, labels = [], []
+        # The eval split is read through its image cache (phase 2 validates on it again).
+        for inputs, label in data.dataset(split, cache=split == 'eval'):
+            features.append(extract(inputs).numpy())
+            labels.append(label.numpy())
+        dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
+        if split == 'train':
+            dataset = dataset.shuffle(len(dataset), seed=spec.seed, reshuffle_each_iteration=True)
+        datasets.append(dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE))
+    seconds = time.time() - started
+    logger.info('Backbone features of the %s split(s) computed once in %.1f s', ' and '.join(splits), seconds)
+    return tuple(datasets), seconds
