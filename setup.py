@@ -26,10 +26,14 @@ setup(
         'matplotlib',
     ],
     extras_require={
-        'test': ['pytest'],
+        'test': ['pytest', 'moto[server]'],
         # bench/ samples the memory of the pipeline process and its children.
         'bench': ['psutil'],
-        # Compiling for and scheduling on Kubeflow Pipelines v2 (python -m kubeflow.runner / .schedule).
-        'kubeflow': ['kfp==2.13.0', 'kfp-pipeline-spec==0.6.0'],
+        # Compiling for and scheduling on Kubeflow Pipelines v2 (python -m kubeflow.runner / .schedule),
+        # its Kubernetes platform config, and running the spec locally with kfp.local in Docker.
+        'kubeflow': ['kfp==2.13.0', 'kfp-pipeline-spec==0.6.0', 'kfp-kubernetes==1.5.0', 'docker>=7'],
+        # s3:// paths (MinIO, Kubeflow's own store): tensorflow-io registers S3 with tf.io.gfile,
+        # Beam's S3 file system uses boto3.
+        's3': ['tensorflow-io==0.37.1', 'boto3'],
     },
 )

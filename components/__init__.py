@@ -10,3 +10,11 @@ import os
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
+
+def __getattr__(name: str):
+    """`components.ModelReport`, the name by which TFX's Kubeflow entrypoint imports the artifact
+    type (its schema title), imported only when asked for: it needs TFX."""
+    if name == 'ModelReport':
+        from components.report.component import ModelReport
+        return ModelReport
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

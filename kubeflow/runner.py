@@ -5,7 +5,8 @@
 The same `create_pipeline` and config file as local runs. `.yaml` writes the PipelineSpec that
 open-source Kubeflow Pipelines takes (upload it in the UI or with `python -m kubeflow.schedule`);
 `.json` writes the PipelineJob that Vertex AI Pipelines takes. Every component runs in
-`container_image`; the components named in `component_resources` get those resources.
+`container_image`; the components named in `component_resources` get those resources, and the
+`kubernetes:` section becomes the YAML's Kubernetes platform config (Vertex AI has none).
 """
 from __future__ import annotations
 
@@ -26,21 +27,37 @@ SPEC_SUFFIXES = ('.yaml', '.yml', '.json')
 warnings.filterwarnings('ignore', message='Support for google-cloud-storage', category=FutureWarning)
 
 
-def compile_pipeline(config: PipelineConfig, output: Path) -> Dict[str, Any]:
-    """Writes the compiled pipeline to output and returns the PipelineJob as a dict."""
+def compile_pipeline(config: PipelineConfig, output: Path, local_root: Optional[str] = None) -> Dict[str, Any]:
+    """Writes the compiled pipeline to output and returns the PipelineJob as a dict.
+
+    local_root: compile for kfp.local's containers on this machine (kubeflow.local_run), which
+    see this one folder of it; otherwise for a cluster.
+    """
     from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import (KubeflowV2DagRunner,
                                                                       KubeflowV2DagRunnerConfig)
 
+    from kubeflow.platform import platform_spec
     from kubeflow.resources import resource_spec
-    from pipeline.tfx_pipeline import create_pipeline
+    from pipeline.tfx_pipeline import UNCACHED_NODES, create_pipeline
 
+    config.check_runs_on_kubeflow(local_root)
     pipeline = create_pipeline(config, for_kubeflow=True)
     for component in pipeline.components:
         if component.id in config.component_resources:
             component.with_platform_config(resource_spec(config.component_resources[component.id]))
 
-    runner = KubeflowV2DagRunner(KubeflowV2DagRunnerConfig(default_image=config.container_image))
+    # Pipeline spec schema 2.1 (parameters as `runtimeValue.constant`), the form kfp 2's own
+    # compiler emits and every KFP 2.x backend, kfp.local and Vertex AI read; TFX's default, 2.0
+    # (`constantValue`), is refused by kfp.local ("Expected constant.").
+    runner = KubeflowV2DagRunner(KubeflowV2DagRunnerConfig(default_image=config.container_image,
+                                                           use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, write_out=False)
+    for node_id in UNCACHED_NODES:  # their result depends on more than their inputs
+        job['pipelineSpec']['root']['dag']['tasks'][node_id].pop('cachingOptions', None)
+    storage_env = [{'name': name, 'value': value} for name, value in sorted(config.storage_environment().items())]
+    for executor in job['pipelineSpec']['deploymentSpec']['executors'].values():
+        if storage_env and 'container' in executor:  # every step reads or writes the storage
+            executor['container'].setdefault('env', []).extend(storage_env)
     # TFX puts the pipeline root only into the PipelineJob's runtime config, which a YAML spec
     # does not have; as the spec's default, Kubeflow uses it for runs created from the YAML too.
     job['pipelineSpec']['defaultPipelineRoot'] = config.pipeline_root
@@ -51,7 +68,9 @@ def compile_pipeline(config: PipelineConfig, output: Path) -> Dict[str, Any]:
         else:
             f.write(f'# {config.pipeline_name}: compiled by kubeflow.runner with '
                     f'{job["pipelineSpec"]["sdkVersion"]}; image {config.container_image}\n')
-            yaml.safe_dump(job['pipelineSpec'], f, sort_keys=True)
+            # The Kubernetes settings are a second document, as kfp's compiler writes them.
+            platform = platform_spec(config.kubernetes, job['pipelineSpec'])
+            yaml.safe_dump_all([job['pipelineSpec']] + ([platform] if platform else []), f, sort_keys=True)
     return job
 
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from components.example_gen.spec import IngestionConfig
+from components.storage import USES_S3_ENV
 from components.strict_spec import StrictSpec, is_remote
 from components.trainer.spec import (SINGLE_INPUT_KEY, WEIGHTS_CHOICES, BackboneName, BackboneSpec, FineTuneAt,
                                      RecipeSpec, TrainingSpec)
@@ -31,13 +32,14 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
 # Components that run in a container of their own on Kubeflow and may be given resources.
 # ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
 # container without looking at its platform config, so resources set for it would be ignored.
-KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator', 'ModelReport',
-                                'Pusher')
+KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'ServedModelBaseline',
+                                'Evaluator', 'ModelReport', 'Pusher')
+# Every node of the pipeline: each runs in a pod of its own, which Kubernetes settings can place.
+KUBEFLOW_NODES = ('ImageExampleGen',) + KUBEFLOW_RESOURCE_COMPONENTS
 # Storage that TFX inside the containers can use: TFX reads and writes artifact URIs itself,
-# through TensorFlow's file systems. TensorFlow 2.16 has no S3 file system (so no MinIO either),
-# and tensorflow-io 0.37.1's aborts every process that used it at exit (code 134,
-# tensorflow/io#2039), which fails the step.
-KUBEFLOW_STORAGE_SCHEMES = ('gs://',)
+# through TensorFlow's file systems (s3:// from tensorflow-io, see components/storage) and
+# Beam's.
+KUBEFLOW_STORAGE_SCHEMES = ('gs://', 's3://')
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,53 @@ class ComponentResources(StrictSpec):
         return self
 
 
+class Toleration(StrictSpec):
+    """A Kubernetes toleration: lets a pod onto nodes with a matching taint."""
+
+    key: Optional[str] = None
+    operator: Literal['Equal', 'Exists'] = 'Equal'
+    value: Optional[str] = None
+    effect: Optional[Literal['NoSchedule', 'PreferNoSchedule', 'NoExecute']] = None
+    toleration_seconds: Optional[int] = Field(None, ge=0)
+
+    @model_validator(mode='after')
+    def _value_goes_with_equal(self) -> 'Toleration':
+        if self.operator == 'Exists' and self.value is not None:
+            raise ValueError('a toleration with operator Exists takes no value')
+        if self.operator == 'Equal' and self.key is None:
+            raise ValueError('a toleration with operator Equal needs a key')
+        return self
+
+
+class PodPlacement(StrictSpec):
+    """Which nodes one component's pod may run on (Kubeflow Pipelines only)."""
+
+    node_selector: Dict[str, str] = Field(default_factory=dict)
+    tolerations: List[Toleration] = Field(default_factory=list)
+
+
+class SecretAsEnv(StrictSpec):
+    """Keys of a Kubernetes secret as environment variables of every step, e.g. S3 credentials."""
+
+    secret_name: str = Field(min_length=1)
+    keys: Dict[str, str] = Field(min_length=1, description='secret key -> environment variable')
+
+
+class KubernetesConfig(StrictSpec):
+    """Kubeflow's Kubernetes platform config (what kfp-kubernetes writes), from the config."""
+
+    placement: Dict[str, PodPlacement] = Field(default_factory=dict)
+    secrets_as_env: List[SecretAsEnv] = Field(default_factory=list)
+
+    @field_validator('placement')
+    @classmethod
+    def _known_nodes(cls, value: Dict[str, PodPlacement]) -> Dict[str, PodPlacement]:
+        unknown = sorted(set(value) - set(KUBEFLOW_NODES))
+        if unknown:
+            raise ValueError(f'no component named {", ".join(unknown)}; the components are {", ".join(KUBEFLOW_NODES)}')
+        return value
+
+
 class PipelineConfig(RecipeSpec, IngestionConfig):
     """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
@@ -114,10 +163,14 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
     min_accuracy: float = Field(0.5, ge=0)
     max_accuracy_drop: float = Field(0.0, ge=0, le=1)
     beam_args: List[str] = Field(default_factory=lambda: ['--direct_running_mode=in_memory'])
+    # An S3-compatible server for s3:// paths (MinIO: http://minio-service.kubeflow:9000);
+    # unset: AWS. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    s3_endpoint: Optional[str] = Field(None, pattern=r'^https?://[^/]+/?$')
     enable_cache: bool = True
     # Kubeflow Pipelines only (python -m kubeflow.runner); local runs ignore them.
     container_image: Optional[str] = None
     component_resources: Dict[str, ComponentResources] = Field(default_factory=dict)
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     _training: TrainingSpec = PrivateAttr()
 
@@ -197,11 +250,13 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
     def training(self) -> TrainingSpec:
         return self._training
 
-    def check_runs_on_kubeflow(self) -> None:
+    def check_runs_on_kubeflow(self, local_root: Optional[str] = None) -> None:
         """Raises a ConfigError naming every key that cannot work in containers on a cluster.
 
         The containers see nothing of this machine: data, artifacts and pushed models must be on
         storage TFX can use from there, and the weights must come from the image or the internet.
+        With local_root (kfp.local's containers on this machine), they see that one folder of
+        this machine, at the same path, and nothing else.
         """
         problems = []
         if not self.container_image:
@@ -209,10 +264,13 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
                             '"Run on Kubeflow")')
         for key in ('data_root', 'pipeline_root', 'serving_dir'):
             value = getattr(self, key)
-            if not value.startswith(KUBEFLOW_STORAGE_SCHEMES):
+            if local_root is not None:
+                if is_remote(value) or os.path.commonpath([os.path.abspath(value), local_root]) != local_root:
+                    problems.append(f'{key}: {value!r} is not inside {local_root}, the one folder kfp.local '
+                                    f'mounts into the containers')
+            elif not value.startswith(KUBEFLOW_STORAGE_SCHEMES):
                 problems.append(f'{key}: {value!r} is not storage TFX can use in the containers; use a '
-                                f'{" or ".join(KUBEFLOW_STORAGE_SCHEMES)} URI (why not s3:// or MinIO: README, '
-                                f'"Run on Kubeflow")')
+                                f'{" or ".join(KUBEFLOW_STORAGE_SCHEMES)} URI')
         for backbone in self.training().backbones:
             if backbone.name != 'hub' and backbone.weights not in WEIGHTS_CHOICES:
                 problems.append(f'weights: the file {backbone.weights!r} is on this machine, not in the '
@@ -223,6 +281,22 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
                                 f'the containers; use a gs:// path or a handle URL')
         if problems:
             raise ConfigError('Configuration cannot run on Kubeflow:\n' + '\n'.join('  ' + p for p in problems))
+
+    def uses_s3(self) -> bool:
+        paths = [self.data_root, self.pipeline_root, self.serving_dir]
+        return any(path.startswith('s3://') for path in paths)
+
+    def storage_environment(self) -> Dict[str, str]:
+        """Environment every process of a run needs for its storage (empty without s3://).
+
+        tensorflow-io reads S3_ENDPOINT (with its scheme), Beam's boto3 AWS_ENDPOINT_URL.
+        """
+        if not self.uses_s3():
+            return {}
+        env = {USES_S3_ENV: '1'}
+        if self.s3_endpoint:
+            env.update(S3_ENDPOINT=self.s3_endpoint.rstrip('/'), AWS_ENDPOINT_URL=self.s3_endpoint.rstrip('/'))
+        return env
 
     def ingestion(self) -> IngestionConfig:
         return IngestionConfig(**{name: getattr(self, name) for name in IngestionConfig.model_fields})

@@ -31,7 +31,7 @@ def _tfx(args: List[str], env: dict) -> None:
     print('$ ' + ' '.join(['tfx'] + args), flush=True)
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
-        raise SystemExit(f'`tfx {" ".join(args)}` failed with exit status {result.returncode}')
+        sys.exit(f'`tfx {" ".join(args)}` failed with exit status {result.returncode}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

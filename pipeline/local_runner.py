@@ -42,17 +42,19 @@ def run(config: PipelineConfig, verbose: bool = False) -> bool:
     """Runs the whole pipeline; returns whether a model was pushed in this run."""
     log_file = run_logging.configure(os.path.join(config.output_dir, 'logs'), verbose)
     with _run_environment(config.output_dir):
-        from components.backbones import WeightsUnavailableError, check_available
+        from components.trainer.backbones import WeightsUnavailableError, check_available
         from pipeline import run_summary
-        from pipeline.tfx_pipeline import create_pipeline
+        from pipeline.tfx_pipeline import create_pipeline, local_ir
         from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+        if config.uses_s3():
+            import tensorflow_io  # noqa: F401  (registers s3:// with tf.io.gfile)
 
         try:
             for backbone in config.training().backbones:  # fail now, not after an hour of data processing
                 check_available(backbone)
         except WeightsUnavailableError as error:
             logger.error('%s', error)
-            raise SystemExit(2) from None
+            sys.exit(2)  # not `raise SystemExit`: see components/storage/s3_startup.py
         if _running_under_tfx_cli_compile():
             LocalDagRunner().run(create_pipeline(config))
             return False
@@ -60,7 +62,7 @@ def run(config: PipelineConfig, verbose: bool = False) -> bool:
         started = time.time()
         pipeline = create_pipeline(config)
         try:
-            LocalDagRunner().run(pipeline)
+            LocalDagRunner().run_with_ir(local_ir(pipeline))
         finally:
             summary = run_summary.latest_run(config)
             if summary:
@@ -120,6 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
+    os.environ.update(config.storage_environment())  # for this process and Beam's workers
     try:
         run(config, verbose=args.verbose)
     except Exception as error:  # noqa: BLE001  (a failed component: say which, keep the traceback in the log)

@@ -73,36 +73,36 @@ def latest_run(config: PipelineConfig) -> Optional[RunSummary]:
     return summary
 
 
-def _outputs_by_type(store, execution_ids: List[int]) -> Dict[str, list]:
-    events = store.get_events_by_execution_ids(execution_ids)
-    output_ids = [e.artifact_id for e in events if e.type == e.OUTPUT]
-    artifacts = store.get_artifacts_by_id(output_ids)
-    types = {t.id: t.name for t in store.get_artifact_types_by_id(list({a.type_id for a in artifacts}))}
-    by_type: Dict[str, list] = {}
-    for artifact in artifacts:
-        by_type.setdefault(types[artifact.type_id], []).append(artifact)
-    return by_type
+def _outputs_by_key(store, execution_ids: List[int]) -> Dict[str, list]:
+    """The run's output artifacts by their output key (`model`, `blessing`, ...): by key, not by
+    type, because the Trainer and ServedModelBaseline both output a Model."""
+    events = [e for e in store.get_events_by_execution_ids(execution_ids) if e.type == e.OUTPUT]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    by_key: Dict[str, list] = {}
+    for event in events:
+        by_key.setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
+    return by_key
 
 
 def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
-    outputs = _outputs_by_type(store, execution_ids)
-    for blessing in outputs.get('ModelBlessing', []):
+    outputs = _outputs_by_key(store, execution_ids)
+    for blessing in outputs.get('blessing', []):
         summary.blessed = bool(blessing.custom_properties['blessed'].int_value)
-    for model in outputs.get('Model', []):
+    for model in outputs.get('model', []):
         summary.model_uri = model.uri
-    for pushed in outputs.get('PushedModel', []):
+    for pushed in outputs.get('pushed_model', []):
         if pushed.custom_properties['pushed'].int_value:
             summary.pushed_version = pushed.custom_properties['pushed_version'].string_value
             summary.pushed_destination = pushed.custom_properties['pushed_destination'].string_value
-    for evaluation in outputs.get('ModelEvaluation', []):
+    for evaluation in outputs.get('evaluation', []):
         _add_evaluation(evaluation.uri, summary)
-    for report in outputs.get('image_pipeline.ModelReport', []):
+    for report in outputs.get('report', []):
         summary.report_uri = report.uri
 
 
 def _add_evaluation(uri: str, summary: RunSummary) -> None:
-    from components import evaluation_results
-    from components.gate import ACCURACY_METRIC
+    from components.evaluator import evaluation_results
+    from components.evaluator.gate import ACCURACY_METRIC
     evaluation = evaluation_results.read(uri)
     summary.accuracy = evaluation['overall'].get(ACCURACY_METRIC)
     summary.baseline_accuracy = evaluation['baseline'].get(ACCURACY_METRIC)

@@ -4,7 +4,8 @@
     ImportSchemaGen (schemas/schema.pbtxt)
     Transform (decode, resize, backbone scaling; graph only, applied by Trainer and serving)
     Trainer (frozen backbone + head, then fine-tuning)
-    Resolver (latest blessed model) -> Evaluator (test split, gate) -> Pusher (only if blessed)
+    ServedModelBaseline (the model in serving_dir now) -> Evaluator (test split, gate)
+    Pusher (only if blessed)
     ModelReport (the Trainer's reports, the Evaluator's metrics and the verdict, in one folder)
 """
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Dict, List
 
 import tensorflow as tf
 from tfx import v1 as tfx
+from tfx.dsl.compiler import compiler
 from tfx.proto import transform_pb2
+from tfx.proto.orchestration import pipeline_pb2
 
 from components.evaluator import gate
+from components.evaluator.baseline import BaselineAwareEvaluator, ServedModelBaseline
 from components.example_gen.component import ImageExampleGen
 from components.report.component import ModelReportGen
 from pipeline.config import PipelineConfig
@@ -38,6 +42,11 @@ TRANSFORM_FUNCTION = 'components.transform.image_preprocessing.preprocessing_fn'
 TRAINER_FUNCTION = 'components.trainer.image_trainer.run_fn'
 IMAGE_REPO_ROOT = '/opt/image-transfer-learning'
 IMAGE_SCHEMA_FILE = f'{IMAGE_REPO_ROOT}/schemas/schema.pbtxt'
+
+# Nodes whose result depends on something outside their inputs (the serving directory's
+# content) and so must run every time: LocalDagRunner and Kubeflow must not take them from cache.
+BASELINE_NODE_ID = 'ServedModelBaseline'
+UNCACHED_NODES = (BASELINE_NODE_ID,)
 
 # Beam flags that make TFX skip packaging itself into a temporary sdist for every Beam
 # component (~50 MB left in the temp directory each time, and seconds of work): any one of
@@ -100,6 +109,19 @@ def effective_beam_args(beam_args: List[str]) -> List[str]:
     return args
 
 
+def local_ir(pipeline: tfx.dsl.Pipeline) -> pipeline_pb2.Pipeline:
+    """The IR LocalDagRunner.run would compile, except that UNCACHED_NODES always run.
+
+    TFX compiles every node with the pipeline's enable_cache; the IR has a switch per node.
+    (LocalDagRunner.run also resolves module_file dependencies; this pipeline has none.)
+    """
+    ir = compiler.Compiler().compile(pipeline)
+    for node in ir.nodes:
+        if node.pipeline_node.node_info.id in UNCACHED_NODES:
+            node.pipeline_node.execution_options.caching_options.enable_cache = False
+    return ir
+
+
 def _components_custom_config(values: Dict, fingerprint: str) -> Dict:
     return dict(values, code_version=fingerprint)
 
@@ -113,8 +135,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
     """
     transform_code = dict(preprocessing_fn=TRANSFORM_FUNCTION)
     trainer_code = dict(run_fn=TRAINER_FUNCTION)
-    if for_kubeflow:
-        config.check_runs_on_kubeflow()
+    if for_kubeflow:  # kubeflow.runner has checked that the config can run in containers
         schema_file = IMAGE_SCHEMA_FILE
         metadata_connection_config = None
     else:
@@ -152,19 +173,15 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         custom_config=_components_custom_config(config.training().model_dump(), fingerprint),
     )
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id('latest_blessed_model_resolver')
+    baseline = ServedModelBaseline(serving_dir=config.serving_dir).with_id(BASELINE_NODE_ID)
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = BaselineAwareEvaluator(
         examples=example_gen.outputs['examples'],
         model=trainer.outputs['model'],
-        baseline_model=model_resolver.outputs['model'],
+        baseline_model=baseline.outputs['baseline'],
         example_splits=['test'],
         eval_config=gate.eval_config(config.min_accuracy, config.max_accuracy_drop),
-    )
+    ).with_id('Evaluator')
 
     model_report = ModelReportGen(
         model_run=trainer.outputs['model_run'],
@@ -183,7 +200,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, transform, trainer,
-                    model_resolver, evaluator, model_report, pusher],
+                    baseline, evaluator, model_report, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=effective_beam_args(config.beam_args),

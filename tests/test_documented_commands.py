@@ -3,7 +3,8 @@
 Tests that call a module's `main()` in-process cannot notice a broken entry point (an import
 that fails only at the command's own start, a missing `__main__`); these can. The pipeline's
 own commands (demo, local_runner, predict, run_summary) run in test_pipeline_end_to_end.py,
-on the runs it makes; the rest run here, on tiny data.
+on the runs it makes, and kubeflow.local_run in test_kubeflow_local.py (with Docker, by
+`make kubeflow-local`); the rest run here, on tiny data.
 """
 import os
 import re
@@ -18,10 +19,13 @@ from conftest import kubeflow_config_values, make_image_folder, tiny_config_valu
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / 'README.md'
-END_TO_END = Path(__file__).with_name('test_pipeline_end_to_end.py')
-RUN_IN_END_TO_END = ('pipeline.demo', 'pipeline.local_runner', 'pipeline.predict', 'pipeline.run_summary')
+RUN_ELSEWHERE = {
+    'pipeline.demo': 'test_pipeline_end_to_end.py', 'pipeline.local_runner': 'test_pipeline_end_to_end.py',
+    'pipeline.predict': 'test_pipeline_end_to_end.py', 'pipeline.run_summary': 'test_pipeline_end_to_end.py',
+    'kubeflow.local_run': 'test_kubeflow_local.py',
+}
 RUN_HERE = ('pipeline.describe', 'kubeflow.runner', 'kubeflow.schedule', 'components.weights',
-            'pipeline.fashion_mnist')
+            'pipeline.fashion_mnist', 'components.storage')
 # Benchmarks take minutes to hours; their entry points are checked with --help.
 BENCHMARKS = ('bench.heads', 'bench.ingestion', 'bench.linear_probe', 'bench.run_all')
 
@@ -40,11 +44,10 @@ def run(*args, cwd=REPO, expect=0, timeout=600):
 def test_every_documented_command_is_run_by_a_test():
     documented = set(re.findall(r'python -m ([a-z_][\w.]*)', README.read_text()))
     assert documented, 'no `python -m` command found in the README'
-    unknown = documented - set(RUN_IN_END_TO_END + RUN_HERE + BENCHMARKS)
+    unknown = documented - set(RUN_ELSEWHERE) - set(RUN_HERE + BENCHMARKS)
     assert not unknown, f'README documents commands no test runs: {sorted(unknown)}'
-    end_to_end = END_TO_END.read_text()
-    for module in RUN_IN_END_TO_END:
-        assert f"'{module}'" in end_to_end, f'{module} is not run by {END_TO_END.name}'
+    for module, test_file in RUN_ELSEWHERE.items():
+        assert f"'{module}'" in Path(__file__).with_name(test_file).read_text(), f'{module} is not run by {test_file}'
 
 
 @pytest.fixture(scope='module')
@@ -113,6 +116,11 @@ def test_fashion_mnist_export_or_a_clear_instruction(tmp_path):
         assert 'wrote 4 images of 2 classes' in run(*args).stdout
     else:
         assert 'apt-get install dataset-fashion-mnist' in run(*args, expect=2).stderr
+
+
+def test_storage_startup_hook_is_installed():
+    """`make venv` runs `python -m components.storage install`; `check` fails when it is missing."""
+    assert 'installed' in run('components.storage', 'check').stdout
 
 
 @pytest.mark.parametrize('module', BENCHMARKS)

@@ -14,8 +14,11 @@ from pipeline import tfx_pipeline
 from pipeline.config import ConfigError, PipelineConfig
 
 IMAGE = kubeflow_config_values()['container_image']
-COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator',
-              'ModelReport', 'Pusher'}
+COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
+              'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
+# The only executor kinds open-source Kubeflow Pipelines runs (its Argo compiler answers
+# "resolver executors not implemented" to the rest); kfp.local runs the same two.
+OPEN_SOURCE_EXECUTORS = {'container', 'importer'}
 BEAM_COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'Transform', 'Evaluator'}
 ContainerSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec
 
@@ -41,14 +44,39 @@ def _depends_on(spec, task, other) -> bool:
 
 
 def test_all_components_in_dependency_order(spec):
-    tasks = set(spec.root.dag.tasks)
-    # The Resolver becomes two resolver tasks in Kubeflow's IR (model, then its blessing).
-    assert COMPONENTS <= tasks and len(tasks - COMPONENTS) == 2
-    assert all(name.startswith('latest_blessed_model_resolver') for name in tasks - COMPONENTS)
+    assert set(spec.root.dag.tasks) == COMPONENTS
     spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
     assert all(_depends_on(spec, later, earlier) for earlier, later in zip(spine, spine[1:], strict=False))
     assert _depends_on(spec, 'Trainer', 'ImportSchemaGen')
-    assert _depends_on(spec, 'Evaluator', 'latest_blessed_model_resolver-model-resolver')
+    assert _depends_on(spec, 'Evaluator', 'ServedModelBaseline')
+
+
+def _executor_kinds(spec_dict) -> set:
+    return {kind for executor in spec_dict['deploymentSpec']['executors'].values() for kind in executor}
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(),
+    dict(component_resources={}),
+    dict(backbones=['mobilenet_v2', {'name': 'efficientnet_b0', 'weights': 'imagenet'}]),
+    dict(component_resources={'Trainer': {'accelerator_type': 'nvidia.com/gpu', 'accelerator_count': 2},
+                              'Evaluator': {'cpu_limit': 2}}),
+], ids=['default', 'no-resources', 'ensemble', 'two-gpus'])
+def test_only_executors_open_source_kubeflow_runs(tmp_path, overrides):
+    output = tmp_path / 'spec.yaml'
+    runner.compile_pipeline(PipelineConfig(**kubeflow_config_values(**overrides)), output)
+    spec = yaml.safe_load(output.read_text())
+    assert _executor_kinds(spec) <= OPEN_SOURCE_EXECUTORS
+    assert set(spec['root']['dag']['tasks']) == COMPONENTS
+    assert spec['schemaVersion'] == '2.1.0'
+
+
+def test_the_baseline_is_never_taken_from_cache(spec):
+    tasks = spec.root.dag.tasks
+    assert not tasks['ServedModelBaseline'].caching_options.enable_cache
+    assert tasks['Evaluator'].caching_options.enable_cache and tasks['Trainer'].caching_options.enable_cache
+    serving_dir = tasks['ServedModelBaseline'].inputs.parameters['serving_dir'].runtime_value.constant
+    assert serving_dir.string_value == 'gs://test-bucket/out/serving'
 
 
 def test_kfp_loads_the_yaml_as_a_pipeline(kubeflow_spec_yaml):
@@ -80,18 +108,18 @@ def test_pusher_is_gated_by_the_evaluator(spec):
     blessing = pusher.inputs.artifacts['model_blessing'].task_output_artifact
     assert (blessing.producer_task, blessing.output_artifact_key) == ('Evaluator', 'blessing')
     assert 'Evaluator' in pusher.dependent_tasks
-    destination = json.loads(pusher.inputs.parameters['push_destination'].runtime_value.constant_value.string_value)
+    destination = json.loads(pusher.inputs.parameters['push_destination'].runtime_value.constant.string_value)
     assert destination['filesystem']['base_directory'] == 'gs://test-bucket/out/serving'
 
 
 def test_user_code_comes_from_the_image_not_from_this_machine(spec):
     transform = spec.root.dag.tasks['Transform'].inputs.parameters
     trainer = spec.root.dag.tasks['Trainer'].inputs.parameters
-    assert transform['preprocessing_fn'].runtime_value.constant_value.string_value == tfx_pipeline.TRANSFORM_FUNCTION
-    assert trainer['run_fn'].runtime_value.constant_value.string_value == tfx_pipeline.TRAINER_FUNCTION
+    assert transform['preprocessing_fn'].runtime_value.constant.string_value == tfx_pipeline.TRANSFORM_FUNCTION
+    assert trainer['run_fn'].runtime_value.constant.string_value == tfx_pipeline.TRAINER_FUNCTION
     assert 'module_file' not in transform and 'module_path' not in trainer
     schema = spec.root.dag.tasks['ImportSchemaGen'].inputs.parameters['schema_file']
-    assert schema.runtime_value.constant_value.string_value == tfx_pipeline.IMAGE_SCHEMA_FILE
+    assert schema.runtime_value.constant.string_value == tfx_pipeline.IMAGE_SCHEMA_FILE
     # The functions resolve the way the containers resolve them: by import path.
     assert callable(import_utils.import_func_from_module(*tfx_pipeline.TRANSFORM_FUNCTION.rsplit('.', 1)))
     assert callable(import_utils.import_func_from_module(*tfx_pipeline.TRAINER_FUNCTION.rsplit('.', 1)))
@@ -103,10 +131,13 @@ def test_beam_args_reach_every_beam_component(spec):
         assert '--direct_num_workers=3' in args and '--direct_running_mode=multi_processing' in args, task
 
 
-def test_dockerfile_installs_the_project_where_the_spec_expects_it():
+def test_dockerfile_installs_the_lock_on_its_python_where_the_spec_expects_the_project():
+    import re
     dockerfile = (tfx_pipeline.REPO_ROOT / 'Dockerfile').read_text()
     assert f'WORKDIR {tfx_pipeline.IMAGE_REPO_ROOT}\n' in dockerfile
-    assert 'FROM tensorflow/tfx:1.16.0' in dockerfile
+    assert '-r /tmp/locks/requirements.lock' in dockerfile
+    locked_python = re.match(r'# Python ([0-9.]+)', (tfx_pipeline.REPO_ROOT / 'requirements.lock').read_text())[1]
+    assert f'ARG BASE_IMAGE=python:{locked_python}-slim-bookworm\n' in dockerfile
 
 
 def test_json_is_a_vertex_pipeline_job(tmp_path):
@@ -121,17 +152,82 @@ def test_json_is_a_vertex_pipeline_job(tmp_path):
 @pytest.mark.parametrize('overrides,message', [
     (dict(container_image=None), 'container_image: required'),
     (dict(output_dir='/local/out'), "pipeline_root: '/local/out/pipeline_root' is not storage"),
-    (dict(serving_dir='s3://bucket/serving'), "serving_dir: 's3://bucket/serving' is not storage"),
+    (dict(serving_dir='hdfs://cluster/serving'), "serving_dir: 'hdfs://cluster/serving' is not storage"),
     (dict(weights='none', data_root='/tmp'), "data_root: '/tmp' is not storage"),
     (dict(weights=str(tfx_pipeline.SCHEMA_FILE)), 'weights: the file .* is on this machine'),
 ])
-def test_configs_that_cannot_run_on_a_cluster_are_refused_by_key(overrides, message):
+def test_configs_that_cannot_run_on_a_cluster_are_refused_by_key(tmp_path, overrides, message):
     config = PipelineConfig(**kubeflow_config_values(**overrides))
     with pytest.raises(ConfigError, match=message):
-        tfx_pipeline.create_pipeline(config, for_kubeflow=True)
+        runner.compile_pipeline(config, tmp_path / 'spec.yaml')
 
 
 def test_output_must_be_yaml_or_json(capsys):
     with pytest.raises(SystemExit):
         runner.main(['--output', 'spec.txt'])
     assert '--output must end in .yaml, .yml, .json' in capsys.readouterr().err
+
+
+A100_TRAINER = {
+    'placement': {'Trainer': {
+        'node_selector': {'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-40GB'},
+        'tolerations': [{'key': 'nvidia.com/gpu', 'operator': 'Exists', 'effect': 'NoSchedule'}]}},
+    'secrets_as_env': [{'secret_name': 's3-credentials',
+                        'keys': {'accesskey': 'AWS_ACCESS_KEY_ID', 'secretkey': 'AWS_SECRET_ACCESS_KEY'}}],
+}
+
+
+def _executor_label(spec_dict, task):
+    return spec_dict['components'][spec_dict['root']['dag']['tasks'][task]['componentRef']['name']]['executorLabel']
+
+
+def test_kubernetes_placement_and_secrets_become_the_platform_config(tmp_path):
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
+    output = tmp_path / 'spec.yaml'
+    runner.compile_pipeline(PipelineConfig(**kubeflow_config_values(kubernetes=A100_TRAINER)), output)
+    spec_dict, platform = yaml.safe_load_all(output.read_text())
+    executors = platform['platforms']['kubernetes']['deploymentSpec']['executors']
+    assert set(executors) == {_executor_label(spec_dict, task) for task in COMPONENTS}  # secrets reach every step
+    parsed = {label: json_format.ParseDict(value, k8s.KubernetesExecutorConfig()) for label, value in executors.items()}
+    trainer = parsed[_executor_label(spec_dict, 'Trainer')]
+    assert dict(trainer.node_selector.labels) == {'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-40GB'}
+    assert [(t.key, t.operator, t.effect) for t in trainer.tolerations] == [('nvidia.com/gpu', 'Exists', 'NoSchedule')]
+    transform = parsed[_executor_label(spec_dict, 'Transform')]
+    assert not transform.node_selector.labels and not transform.tolerations
+    for config in parsed.values():
+        assert [(m.secret_key, m.env_var) for m in config.secret_as_env[0].key_to_env] == [
+            ('accesskey', 'AWS_ACCESS_KEY_ID'), ('secretkey', 'AWS_SECRET_ACCESS_KEY')]
+    # kfp's own loader reads the two documents.
+    assert kfp.components.load_component_from_file(str(output)).name == 'tiny-test'
+
+
+def test_no_kubernetes_settings_no_platform_document(kubeflow_spec_yaml):
+    assert len(list(yaml.safe_load_all(kubeflow_spec_yaml.read_text()))) == 1
+
+
+@pytest.mark.parametrize('kubernetes,message', [
+    ({'placement': {'Trainr': {}}}, 'kubernetes.placement: .*no component named Trainr'),
+    ({'placement': {'Trainer': {'tolerations': [{'key': 'a', 'operator': 'Exists', 'value': 'b'}]}}},
+     'operator Exists takes no value'),
+    ({'secrets_as_env': [{'secret_name': 's3', 'keys': {}}]}, 'kubernetes.secrets_as_env.0.keys'),
+    ({'node_selector': {}}, 'kubernetes.node_selector: unknown key'),
+])
+def test_bad_kubernetes_settings_name_the_key(tmp_path, kubernetes, message):
+    from pipeline.config import load_config
+    path = tmp_path / 'config.yaml'
+    path.write_text(yaml.safe_dump(kubeflow_config_values(kubernetes=kubernetes)))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_s3_storage_reaches_every_step(tmp_path):
+    output = tmp_path / 'spec.yaml'
+    config = PipelineConfig(**kubeflow_config_values(data_root='s3://bucket/images', output_dir='s3://bucket/out',
+                                                     s3_endpoint='http://minio-service.kubeflow:9000'))
+    runner.compile_pipeline(config, output)
+    spec = yaml.safe_load(output.read_text())
+    expected = {'IMAGE_PIPELINE_USES_S3': '1', 'S3_ENDPOINT': 'http://minio-service.kubeflow:9000',
+                'AWS_ENDPOINT_URL': 'http://minio-service.kubeflow:9000'}
+    for label, executor in spec['deploymentSpec']['executors'].items():
+        assert {e['name']: e['value'] for e in executor['container']['env']} == expected, label
+    assert spec['defaultPipelineRoot'] == 's3://bucket/out/pipeline_root'

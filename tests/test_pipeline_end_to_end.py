@@ -67,7 +67,7 @@ def test_first_run_pushes_a_blessed_model_through_the_tfx_cli(runs):
     summary = runs['first_summary']
     states = {node.node_id: node.state for node in summary.nodes}
     assert set(states) == {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
-                           'latest_blessed_model_resolver', 'Evaluator', 'ModelReport', 'Pusher'}
+                           'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
     assert all(state == 'ran' for state in states.values()), states
     assert summary.blessed is True and summary.accuracy is not None
     assert summary.baseline_accuracy is None  # nothing blessed before

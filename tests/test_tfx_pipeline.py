@@ -23,14 +23,15 @@ def test_components_in_order_and_wired(config):
     pipeline = tfx_pipeline.create_pipeline(config)
     ids = [c.id for c in pipeline.components]  # TFX sorts them topologically
     assert sorted(ids) == sorted(['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform',
-                                  'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'ModelReport',
+                                  'Trainer', 'ServedModelBaseline', 'Evaluator', 'ModelReport',
                                   'Pusher'])
     spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
     assert [ids.index(c) for c in spine] == sorted(ids.index(c) for c in spine)
     by_id = {c.id: c for c in pipeline.components}
     evaluator, pusher, trainer = by_id['Evaluator'], by_id['Pusher'], by_id['Trainer']
     assert json.loads(evaluator.exec_properties['example_splits']) == ['test']
-    assert evaluator.inputs['baseline_model'].producer_component_id == 'latest_blessed_model_resolver'
+    assert evaluator.inputs['baseline_model'].producer_component_id == 'ServedModelBaseline'
+    assert by_id['ServedModelBaseline'].exec_properties['serving_dir'] == config.serving_dir
     assert pusher.inputs['model_blessing'].producer_component_id == 'Evaluator'
     assert trainer.inputs['examples'].producer_component_id == 'ImageExampleGen'
     assert trainer.inputs['transform_graph'].producer_component_id == 'Transform'

@@ -20,8 +20,9 @@ from components.trainer import reports
 class ModelReport(Artifact):
     """A folder of figures and summaries about one trained model."""
 
-    # Kubeflow's compiler wants custom types as <namespace>.<Title>.
-    TYPE_NAME = 'image_pipeline.ModelReport'
+    # TFX's Kubeflow compiler wants a custom type named <namespace>.<Title>, and TFX's container
+    # entrypoint imports the class by that name: `components` lends it (components/__init__.py).
+    TYPE_NAME = 'components.ModelReport'
 
 
 SUMMARY_JSON = 'summary.json'
