@@ -1,7 +1,7 @@
 """The figures and tables people look at first: learning curves, confusion matrix, summary.
 
 Written next to the model by the Trainer (model_run folder) and gathered, with the
-Evaluator's verdict, by the ModelReport component (components/model_report.py).
+Evaluator's verdict, by the ModelReport component (components/report/component.py).
 """
 from __future__ import annotations
 

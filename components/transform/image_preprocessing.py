@@ -1,9 +1,8 @@
 """Transform's `preprocessing_fn`: raw image bytes to one input tensor per backbone.
 
-This file is TFX's Transform module file. TFX packages every .py file of this folder into
-the component's cache key, so the folder holds nothing else but the `__init__.py` that makes it
-importable in the Kubeflow image; the code it calls lives in the installed `components` package,
-whose fingerprint the pipeline adds to `custom_config`.
+Transform imports it by path (pipeline.tfx_pipeline.TRANSFORM_FUNCTION), locally and in the
+Kubeflow image; the cache key holds that path, and the pipeline adds a fingerprint of
+components/ to `custom_config` so that a change of the code re-runs Transform.
 """
 from typing import Any, Dict
 
