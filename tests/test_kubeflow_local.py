@@ -37,7 +37,6 @@ def _image_exists() -> bool:
 def root(tmp_path_factory) -> Path:
     if not _image_exists():
         pytest.fail(f'Docker image {IMAGE} not found: run `make kubeflow-local` (it builds it with `make image`)')
-    # Under /tmp rather than pytest's folder: the containers run as root and write into it.
     root = tmp_path_factory.mktemp('kfp_local')
     shutil.copytree(REPO / 'data' / 'sample', root / 'data')
     return root
