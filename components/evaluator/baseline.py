@@ -23,7 +23,7 @@ from tfx import v1 as tfx
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs
-from tfx.utils import path_utils
+from tfx.utils import io_utils, path_utils
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ def latest_served_version(serving_dir: str) -> Optional[str]:
     return max(complete, key=int) if complete else None
 
 
-def _copy_tree(source: str, destination: str) -> None:
-    for folder, _, files in tf.io.gfile.walk(source):
-        target = os.path.join(destination, os.path.relpath(folder, source))
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
-
-
 @tfx.dsl.components.component
 def ServedModelBaseline(  # noqa: N802  (TFX names components like classes)
     serving_dir: tfx.dsl.components.Parameter[str],
@@ -61,7 +53,7 @@ def ServedModelBaseline(  # noqa: N802  (TFX names components like classes)
                     serving_dir)
         return
     source = os.path.join(serving_dir, version)
-    _copy_tree(source, path_utils.serving_model_path(baseline.uri))
+    io_utils.copy_dir(source, path_utils.serving_model_path(baseline.uri))
     logger.info('Baseline: the served model %s', source)
 
 
