@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, add_config_arguments, load_config
 
 
 def _keep_artifact_types() -> None:
@@ -69,8 +69,7 @@ def run(config: PipelineConfig, spec: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
-    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
+    add_config_arguments(parser)
     parser.add_argument('--spec', type=Path, help='where to write the compiled YAML (default: in pipeline_root)')
     args = parser.parse_args(argv)
     try:

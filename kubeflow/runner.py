@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence
 import yaml
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, add_config_arguments, load_config
 
 SPEC_SUFFIXES = ('.yaml', '.yml', '.json')
 # TFX's Kubeflow runner imports google-cloud-aiplatform, which warns about its storage client.
@@ -76,9 +76,7 @@ def compile_pipeline(config: PipelineConfig, output: Path, local_root: Optional[
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
-    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                        help='override a config key; repeatable')
+    add_config_arguments(parser)
     parser.add_argument('--output', required=True, type=Path,
                         help='SPEC.yaml for Kubeflow Pipelines, SPEC.json for Vertex AI Pipelines')
     args = parser.parse_args(argv)

@@ -385,6 +385,13 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return '\n'.join(lines)
 
 
+def add_config_arguments(parser) -> None:
+    """--config and --set, as every command of this project takes them."""
+    parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config key (a YAML value; dotted keys for nested ones); repeatable')
+
+
 def config_path_from_env(explicit: Optional[str] = None) -> Path:
     """--config wins, then $PIPELINE_CONFIG (how the `tfx` CLI selects a config), then the default."""
     return Path(explicit or os.environ.get(PIPELINE_CONFIG_ENV) or DEFAULT_CONFIG_PATH)

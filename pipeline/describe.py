@@ -14,7 +14,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, add_config_arguments, load_config
 
 
 def _class_names(config: PipelineConfig, classes: Optional[int]) -> List[str]:
@@ -93,8 +93,7 @@ def describe(config: PipelineConfig, class_names: Sequence[str]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
-    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
+    add_config_arguments(parser)
     parser.add_argument('--classes', type=int, help='number of classes (default: the class folders of data_root)')
     args = parser.parse_args(argv)
     try:

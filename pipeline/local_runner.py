@@ -18,16 +18,15 @@ import time
 from typing import Optional, Sequence
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
-from pipeline.config import ConfigError, PipelineConfig, configured_output_dir, load_config
+from pipeline.config import (ConfigError, PipelineConfig, add_config_arguments, configured_output_dir,
+                             load_config)
 
 logger = logging.getLogger('pipeline.local_runner')
 
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', help='YAML config (default: $PIPELINE_CONFIG, else pipeline/config.yaml)')
-    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                        help='override a config key; repeatable')
+    add_config_arguments(parser)
     parser.add_argument('--verbose', action='store_true', help='show the full TFX log on the console')
     return parser.parse_args(argv)
 

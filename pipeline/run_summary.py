@@ -15,7 +15,7 @@ import sys
 from typing import Dict, List, Optional
 
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, add_config_arguments, load_config
 
 _STATE_NAMES = {1: 'new', 2: 'running', 3: 'ran', 4: 'failed', 5: 'reused (cache)', 6: 'canceled'}
 
@@ -132,8 +132,7 @@ def format_summary(summary: RunSummary) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config')
-    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
