@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         results['leaks'][f'rerun-{mode}'] = leaks
         print(mode, json.dumps(results['evaluator'][mode]))
 
-    recipe_serving = REPO / 'bench' / '.work' / 'recipe' / 'pipeline' / 'serving'
+    recipe_serving = REPO / 'bench' / '.work' / 'recipe' / 'fashion_mnist-auto' / 'serving'
     serving_dir = recipe_serving if recipe_serving.exists() else Path(config.serving_dir)
     from pipeline.predict import resolve_model_dir
     model_dir = resolve_model_dir(str(serving_dir))

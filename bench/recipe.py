@@ -1,22 +1,28 @@
 """The pipeline against the plain tutorial script, on the same real data, in the same run.
 
-    python -m bench.recipe [--quick] [--work DIR]
+    python -m bench.recipe [--quick] [--sets fashion_mnist tuxpaint openclipart] [--runs plain auto tuning ...] [--keep]
 
-Data: Fashion-MNIST from Debian's `dataset-fashion-mnist`, exported as pre-split folders:
-train/ 200 images per class (2,000), validation/ 50 per class (500), both from its training
-set, and test/ 100 per class (1,000) from its test set; 10 classes, resized to 160 px.
-Both sides use MobileNetV2 with the torchvision-converted ImageNet weights and the tutorial's
-recipe (10 epochs with the base frozen, Adam 1e-4; 10 more from layer 100, RMSprop 1e-5).
+Data, exported as pre-split folders (train/, validation/, test/):
+  fashion_mnist  Fashion-MNIST from Debian's `dataset-fashion-mnist` (MIT): train/ 200 images
+                 per class (2,000), validation/ 50 per class, both from its training set, test/
+                 100 per class from its test set; 10 classes of 28 px grayscale photos.
+  tuxpaint       Tux Paint's stamps (Debian `tuxpaint-stamps-default`, GPL-2+): 446 cut-out
+                 photos and drawings with transparency, 6 classes (bench/datasets.py).
+  openclipart    Open Clip Art (Debian `openclipart-png`, public domain): 1,207 clip-art
+                 drawings with transparency, 6 classes (bench/datasets.py).
+Every run uses MobileNetV2 at 160 px with the torchvision-converted ImageNet weights.
 
-Runs, one after another on an otherwise idle machine:
-  plain        bench/plain_keras.py: image_dataset_from_directory, the tutorial's code
-  pipeline     python -m pipeline.local_runner, all defaults but data and weights
-  tuned        the pipeline with a 10x higher head learning rate (1e-3): the frozen phase
-               under-trains with 1e-4 on 10 classes in 10 epochs
-  no-aug       the pipeline without augmentation, phase 1 only, backbone features cached
-  no-aug-raw   the same without the feature cache (to compare the frozen phase's time)
+Runs, one after another on the same folders:
+  plain        bench/plain_keras.py: image_dataset_from_directory and the tutorial's code
+               (10 epochs frozen with Adam 1e-4, then 10 from layer 100 with RMSprop 1e-5)
+  auto         python -m pipeline.local_runner with the defaults (recipe: auto)
+  tuning       the same with `tuning: {}` (the Tuner component's default budget)
+  no-aug       fashion_mnist only: recipe tutorial without augmentation, phase 1 only, backbone
+               features cached
+  no-aug-raw   the same without the feature cache (what the cache saves in the frozen phase)
 
---quick: 20 / 10 / 20 images per class, 96 px, 2 + 2 epochs (minutes, for a smoke test).
+--quick: fashion_mnist only, 20 / 10 / 20 images per class, 96 px, 2 + 2 epochs for the plain
+script and at most 2 fine-tuning epochs for the pipeline (minutes, for a smoke test).
 Writes bench/results/recipe.md and recipe.json (read by bench/RESULTS.md).
 """
 from __future__ import annotations
@@ -36,10 +42,14 @@ from bench.report import RESULTS_DIR, write_table
 REPO = Path(__file__).resolve().parent.parent
 FULL = dict(train=200, validation=50, test=100, size=160, epochs=(10, 10))
 QUICK = dict(train=20, validation=10, test=20, size=96, epochs=(2, 2))
+SETS = ('fashion_mnist', 'tuxpaint', 'openclipart')
+RUNS = ('plain', 'auto', 'tuning', 'no-aug', 'no-aug-raw')
+# Only on fashion_mnist: the frozen phase alone, with and without the feature cache.
+CACHE_RUNS = ('no-aug', 'no-aug-raw')
 
 
 def export_data(work: Path, sizes: dict) -> Path:
-    """Pre-split folders written by pipeline.fashion_mnist (the same code as the sample data)."""
+    """Fashion-MNIST as pre-split folders, written by pipeline.fashion_mnist (the sample data's code)."""
     from pipeline import fashion_mnist
     data = work / 'data'
     if data.exists():
@@ -50,6 +60,17 @@ def export_data(work: Path, sizes: dict) -> Path:
         for _ in fashion_mnist.export(data / folder, source, fashion_mnist.CLASS_NAMES, per_class, skip):
             pass
     return data
+
+
+def export_set(name: str, work: Path, sizes: dict) -> Path:
+    if name == 'fashion_mnist':
+        return export_data(work, sizes)
+    from bench import datasets
+    image_set = datasets.SETS[name]
+    datasets.ensure_installed(image_set)
+    out = work / f'data-{name}'
+    print(datasets.summary(image_set, datasets.export(image_set, out)))
+    return out
 
 
 def weights_file(work: Path) -> Path:
@@ -69,14 +90,15 @@ def run_plain(data: Path, work: Path, sizes: dict, weights: Path) -> dict:
     return result
 
 
-def run_pipeline(name: str, data: Path, work: Path, sizes: dict, **overrides) -> dict:
+def run_pipeline(name: str, data: Path, work: Path, sizes: dict, quick: bool, **overrides) -> dict:
     """One local pipeline run in a fresh output folder; figures from its own reports and MLMD."""
     output = work / name
     if output.exists():
         shutil.rmtree(output)
     config = dict(data_root=str(data), output_dir=str(output), pipeline_name=f'bench-{name}', layout='pre_split',
-                  weights='imagenet-torchvision', image_size=sizes['size'], head_epochs=sizes['epochs'][0],
-                  fine_tune_epochs=sizes['epochs'][1], min_accuracy=0.0)
+                  weights='imagenet-torchvision', image_size=sizes['size'], min_accuracy=0.0)
+    if quick:
+        config.update(fine_tune_epochs=sizes['epochs'][1])
     config.update(overrides)
     config_path = work / f'{name}.yaml'
     config_path.write_text(yaml.safe_dump(config))
@@ -96,6 +118,7 @@ def run_pipeline(name: str, data: Path, work: Path, sizes: dict, **overrides) ->
         'peak_rss': measured.peak_rss(),
         'components': components,
         'phases': training['phase_metrics'],
+        'recipe': training.get('recipe'),
         'evaluator_accuracy': summary.accuracy,
     }
 
@@ -103,27 +126,45 @@ def run_pipeline(name: str, data: Path, work: Path, sizes: dict, **overrides) ->
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--sets', nargs='+', choices=SETS, default=None)
+    parser.add_argument('--runs', nargs='+', choices=RUNS, default=list(RUNS))
     parser.add_argument('--work', type=Path, default=REPO / 'bench' / '.work' / 'recipe')
+    parser.add_argument('--keep', action='store_true', help='add to the recorded results instead of replacing them')
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    sets = args.sets or (['fashion_mnist'] if args.quick else list(SETS))
     args.work.mkdir(parents=True, exist_ok=True)
-    data = export_data(args.work, sizes)
     weights = weights_file(args.work)
-
-    results = {'sizes': {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()}}
-    results['plain'] = run_plain(data, args.work, sizes, weights)
-    print('plain', json.dumps(results['plain']))
-    results['pipeline'] = run_pipeline('pipeline', data, args.work, sizes)
-    print('pipeline', json.dumps(results['pipeline']))
-    results['tuned'] = run_pipeline('tuned', data, args.work, sizes, learning_rate=1e-3, fine_tune_learning_rate=1e-5)
-    print('tuned', json.dumps(results['tuned']))
-    for name, cached in (('no-aug', True), ('no-aug-raw', False)):
-        results[name] = run_pipeline(name, data, args.work, sizes, augmentation=False, fine_tune_epochs=0,
-                                     cache_features=cached)
-        print(name, json.dumps(results[name]))
-    (RESULTS_DIR / ('recipe-quick.json' if args.quick else 'recipe.json')).write_text(json.dumps(results, indent=1))
+    results_file = RESULTS_DIR / ('recipe-quick.json' if args.quick else 'recipe.json')
+    results = {'sizes': {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()}, 'sets': {}}
+    if args.keep and results_file.exists():  # add these runs to the recorded ones
+        results = json.loads(results_file.read_text())
+    for name in sets:
+        data = export_set(name, args.work, sizes)
+        runs = results['sets'].setdefault(name, {})
+        for run in args.runs:
+            if run in CACHE_RUNS and name != 'fashion_mnist':
+                continue
+            if run == 'plain':
+                runs[run] = run_plain(data, args.work, sizes, weights)
+            elif run in CACHE_RUNS:
+                runs[run] = run_pipeline(f'{name}-{run}', data, args.work, sizes, args.quick, recipe='tutorial',
+                                         head_epochs=sizes['epochs'][0], augmentation=False, fine_tune_epochs=0,
+                                         cache_features=run == 'no-aug')
+            else:
+                extra = dict(tuning={}) if run == 'tuning' else {}
+                runs[run] = run_pipeline(f'{name}-{run}', data, args.work, sizes, args.quick, **extra)
+            runs[run]['commit'] = _commit()
+            print(name, run, json.dumps(runs[run]), flush=True)
+            results_file.write_text(json.dumps(results, indent=1))
     write_report(results, args.quick)
     return 0
+
+
+def _commit() -> str:
+    import subprocess
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                          cwd=REPO).stdout.strip()
 
 
 def _row(name: str, run: dict, plain_seconds: float) -> list:
@@ -144,33 +185,62 @@ def _row(name: str, run: dict, plain_seconds: float) -> list:
 
 
 def write_report(results: dict, quick: bool) -> None:
-    plain = results['plain']
-    train_images = 10 * results['sizes']['train']
-    epochs = results['sizes']['epochs']
-    plain_phases = {
-        'head': {'test_accuracy': plain['head_test_accuracy'], 'seconds': plain['head_seconds'],
-                 'images_per_second': train_images * epochs[0] / plain['head_seconds']},
-        'fine-tuning': {'test_accuracy': plain['fine_tune_test_accuracy'], 'seconds': plain['fine_tune_seconds'],
-                        'images_per_second': train_images * epochs[1] / plain['fine_tune_seconds']},
-    }
-    rows = [_row('plain tf.keras script', dict(plain, phases=plain_phases), plain['seconds'])]
-    for name, label in (('pipeline', 'pipeline, defaults'), ('tuned', 'pipeline, head lr 1e-3'),
-                        ('no-aug', 'pipeline, no augmentation, features cached (phase 1 only)'),
-                        ('no-aug-raw', 'pipeline, no augmentation, not cached (phase 1 only)')):
-        rows.append(_row(label, results[name], plain['seconds']))
     sizes = results['sizes']
+    rows = []
+    for name, runs in results['sets'].items():
+        plain = runs.get('plain')
+        plain_seconds = plain['seconds'] if plain else float('nan')
+        if plain:
+            rows.append(_row(name, 'plain tf.keras script (the tutorial)', dict(plain, phases={
+                'head': {'test_accuracy': plain['head_test_accuracy'], 'seconds': plain['head_seconds']},
+                'fine-tuning': {'test_accuracy': plain['fine_tune_test_accuracy'],
+                                'seconds': plain['fine_tune_seconds']}}), plain_seconds, plain))
+        for run, label in (('auto', 'pipeline, recipe: auto (the default)'),
+                           ('tuning', 'pipeline, recipe: auto + tuning: {}'),
+                           ('no-aug', 'pipeline, recipe: tutorial, no augmentation, phase 1 only, features cached'),
+                           ('no-aug-raw', 'the same, features not cached')):
+            if run in runs:
+                rows.append(_row(name, label, runs[run], plain_seconds, plain))
     write_table(
         'recipe-quick' if quick else 'recipe',
-        'The pipeline against the plain tutorial script',
-        f'Fashion-MNIST, 10 classes, {10 * sizes["train"]} training, {10 * sizes["validation"]} validation and '
-        f'{10 * sizes["test"]} test images, {sizes["size"]} px, MobileNetV2 with imagenet-torchvision weights, '
-        f'{epochs[0]} + {epochs[1]} epochs. Times are wall-clock seconds; a phase\'s images/s count training '
-        f'images over the phase\'s time (validation included). "whole run" is the plain script process or the '
-        f'whole pipeline, TFX included; "ratio" is that time over the plain script\'s. Per-component times '
-        f'are in recipe.json.',
-        ['run', 'test acc. after phase 1', 'test acc. after phase 2', 'phase 1 s', 'phase 1 img/s',
-         'phase 2 s', 'phase 2 img/s', 'whole run s', 'ratio to plain', 'peak RSS GiB'],
+        'The pipeline against the plain tutorial script, on three real image sets',
+        f'MobileNetV2 at {sizes["size"]} px with imagenet-torchvision weights everywhere; the sets and runs are '
+        f'described in bench/recipe.py. Test accuracy on each set\'s test/ folder after each phase (the '
+        f'pipeline\'s phase 2 figure is that of the model it keeps); "gain" is the final test accuracy minus '
+        f'the plain script\'s, in points; times are wall-clock seconds, "whole run" is the plain script\'s '
+        f'process or the whole pipeline (TFX, ingestion, Transform, Evaluator included), "ratio" that over the '
+        f'plain script\'s. "kept" says whether phase 2\'s early stopping kept a fine-tuned epoch or the '
+        f'head-only model. Per-component times and every choice the recipe made are in recipe.json. '
+        f'Runs added later with --keep name their commit in the last column.',
+        ['set', 'run', 'test acc. phase 1', 'test acc. final', 'gain (points)', 'phase 1 s', 'phase 2 s',
+         'whole run s', 'ratio', 'epochs (1 + 2)', 'kept', 'chosen', 'commit'],
         rows)
+
+
+def _commit() -> str:
+    import subprocess
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                          cwd=REPO).stdout.strip()
+
+
+def _row(name: str, label: str, run: dict, plain_seconds: float, plain: dict) -> list:
+    phases = run.get('phases', {})
+    head, tune = phases.get('head', {}), phases.get('fine-tuning', {})
+    final = tune.get('test_accuracy', head.get('test_accuracy'))
+    gain = '-' if plain is None or run is plain else f'{100 * (final - plain["fine_tune_test_accuracy"]):+.1f}'
+    recipe = run.get('recipe') or {}
+    chosen = recipe.get('chosen', {})
+    kept = '-' if not recipe else ('head only' if recipe.get('kept_head_only_model') else 'fine-tuned')
+    epochs = '10 + 10' if run is plain else f'{head.get("epochs", "-")} + {tune.get("epochs", "-")}'
+    chosen_text = ', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}' for k, v in chosen.items()
+                            if k in ('learning_rate', 'dropout', 'head_l2', 'head_epochs'))
+    tuned = recipe.get('hyperparameters_from_tuner') or {}
+    if tuned:
+        chosen_text += '; tuner: ' + ', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}'
+                                              for k, v in tuned.items())
+    return [name, label, f'{head.get("test_accuracy", float("nan")):.4f}', f'{final:.4f}', gain,
+            f'{head.get("seconds", 0):.0f}', f'{tune.get("seconds", 0):.0f}', f'{run["seconds"]:.0f}',
+            f'{run["seconds"] / plain_seconds:.2f}', epochs, kept, chosen_text or '-', run.get('commit', '-')]
 
 
 if __name__ == '__main__':

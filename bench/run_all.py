@@ -20,8 +20,22 @@ from bench.report import RESULTS_DIR
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-# In order: input_pipeline and pipeline_costs read what recipe leaves in bench/.work.
-ALL = ('recipe', 'input_pipeline', 'pipeline_costs', 'ingestion', 'linear_probe', 'heads')
+# In order: input_pipeline and pipeline_costs read what recipe leaves in bench/.work, and
+# preprocessing_choices and fine_tune_schedule the image sets recipe exports there.
+ALL = ('recipe', 'input_pipeline', 'pipeline_costs', 'ingestion', 'linear_probe', 'heads', 'preprocessing_choices',
+       'fine_tune_schedule')
+DATASETS = BENCH / '.work' / 'datasets'
+# Benchmarks run more than once, with these arguments each time (others: once, no arguments).
+INVOCATIONS = {
+    'preprocessing_choices': [[str(DATASETS / 'openclipart')], [str(DATASETS / 'tuxpaint')]],
+    'fine_tune_schedule': [[], ['--augmentation', 'flip'],
+                           ['--augmentation', 'flip', '--data', str(DATASETS / 'tuxpaint')]],
+}
+# Their result files, when not <name>.md.
+RESULT_FILES = {'fine_tune_schedule': ['fine_tune_schedule', 'fine_tune_schedule-flip',
+                                       'fine_tune_schedule-flip-tuxpaint']}
+# Too slow or too data-hungry for --quick (and their results have no -quick variant).
+NOT_QUICK = ('preprocessing_choices', 'fine_tune_schedule')
 QUICK_FLAGS = {'recipe': ['--quick'], 'input_pipeline': ['--quick', '--epochs', '1'],
                'pipeline_costs': ['--quick'], 'ingestion': ['--files', '1000'],
                'linear_probe': ['--per-class', '20', '--test-per-class', '20', '--few', '5'],
@@ -37,25 +51,32 @@ def targets(quick: bool) -> list:
     """(target, figure, met?) rows from the JSON results of this run."""
     rows = []
     recipe = _load('recipe', quick)
-    if recipe:
-        plain, pipeline, tuned = recipe['plain'], recipe['pipeline'], recipe['tuned']
-        ratio = pipeline['seconds'] / plain['seconds']
-        rows.append(('whole pipeline / plain script <= 1.0', f'{ratio:.2f} ({pipeline["seconds"]:.0f} s / '
-                     f'{plain["seconds"]:.0f} s)', ratio <= 1.0))
-        for name, run in (('defaults', pipeline), ('head lr 1e-3', tuned)):
-            final = run['phases']['fine-tuning']['test_accuracy']
-            frozen = run['phases']['head']['test_accuracy']
-            rows.append((f'pipeline ({name}) final test accuracy >= plain script\'s',
-                         f'{final:.4f} vs {plain["fine_tune_test_accuracy"]:.4f}',
-                         final >= plain['fine_tune_test_accuracy']))
-            rows.append((f'pipeline ({name}): fine-tuning improves on the frozen phase',
-                         f'{frozen:.4f} -> {final:.4f}', final > frozen))
-        cached, raw = recipe['no-aug']['phases']['head'], recipe['no-aug-raw']['phases']['head']
-        speedup = raw['seconds'] / cached['seconds']
-        accuracy_gap = abs(cached['test_accuracy'] - raw['test_accuracy'])
-        rows.append(('cached features: frozen phase >= 5x faster', f'{speedup:.1f}x', speedup >= 5))
-        rows.append(('cached features: equal accuracy (+-0.5 points)', f'{100 * accuracy_gap:.2f} points',
-                     accuracy_gap <= 0.005))
+    for name, runs in (recipe or {}).get('sets', {}).items():
+        plain = runs.get('plain')
+        for run_name in ('auto', 'tuning'):
+            run = runs.get(run_name)
+            if not (plain and run):
+                continue
+            ratio = run['seconds'] / plain['seconds']
+            rows.append((f'{name}, {run_name}: whole pipeline / plain script <= 1.0',
+                         f'{ratio:.2f} ({run["seconds"]:.0f} s / {plain["seconds"]:.0f} s)', ratio <= 1.0))
+            phases = run['phases']
+            final = phases.get('fine-tuning', phases['head'])['test_accuracy']
+            gain = 100 * (final - plain['fine_tune_test_accuracy'])
+            rows.append((f'{name}, {run_name}: final test accuracy >= plain script\'s + 5 points',
+                         f'{final:.4f} vs {plain["fine_tune_test_accuracy"]:.4f} ({gain:+.1f})', gain >= 5))
+            frozen = phases['head']['test_accuracy']
+            kept_head = (run.get('recipe') or {}).get('kept_head_only_model')
+            rows.append((f'{name}, {run_name}: fine-tuning improves on the frozen phase, or the head-only model '
+                         f'is kept and reported', f'{frozen:.4f} -> {final:.4f}' + (
+                             ' (head-only model kept)' if kept_head else ''), final > frozen or bool(kept_head)))
+        if 'no-aug' in runs and 'no-aug-raw' in runs:
+            cached, raw = runs['no-aug']['phases']['head'], runs['no-aug-raw']['phases']['head']
+            speedup = raw['seconds'] / cached['seconds']
+            accuracy_gap = abs(cached['test_accuracy'] - raw['test_accuracy'])
+            rows.append(('cached features: frozen phase >= 5x faster', f'{speedup:.1f}x', speedup >= 5))
+            rows.append(('cached features: equal accuracy (+-0.5 points)', f'{100 * accuracy_gap:.2f} points',
+                         accuracy_gap <= 0.005))
     pipeline_input = _load('input_pipeline', quick)
     if pipeline_input:
         for phase in ('frozen', 'fine-tuning'):
@@ -104,9 +125,12 @@ def write_results(quick: bool) -> Path:
     lines += [f'| {target} | {figure} | {verdicts[met]} |' for target, figure, met in targets(quick)]
     suffix = '-quick' if quick else ''
     for name in ALL:
-        path = RESULTS_DIR / f'{name}{suffix if name != "input_pipeline" else ""}.md'
-        if path.exists():
-            lines += ['', '---', '', path.read_text().replace('\n# ', '\n## ', 1).replace('# ', '## ', 1)]
+        if quick and name in NOT_QUICK:
+            continue
+        for result in RESULT_FILES.get(name, [name]):
+            path = RESULTS_DIR / f'{result}{suffix if name != "input_pipeline" else ""}.md'
+            if path.exists():
+                lines += ['', '---', '', path.read_text().replace('\n# ', '\n## ', 1).replace('# ', '## ', 1)]
     out = BENCH / ('RESULTS-quick.md' if quick else 'RESULTS.md')
     out.write_text('\n'.join(lines) + '\n')
     print(f'wrote {out}')
@@ -121,9 +145,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.report_only:
         for name in args.only:
-            flags = QUICK_FLAGS[name] if args.quick else []
-            print(f'== bench.{name} {" ".join(flags)}', flush=True)
-            subprocess.run([sys.executable, '-m', f'bench.{name}', *flags], cwd=REPO, check=True)
+            if args.quick and name in NOT_QUICK:
+                continue
+            if name == 'preprocessing_choices':
+                for image_set in ('openclipart', 'tuxpaint'):
+                    subprocess.run([sys.executable, '-m', 'bench.datasets', image_set, '--out',
+                                    str(DATASETS / image_set)], cwd=REPO, check=True)
+            for flags in ([QUICK_FLAGS[name]] if args.quick else INVOCATIONS.get(name, [[]])):
+                print(f'== bench.{name} {" ".join(flags)}', flush=True)
+                subprocess.run([sys.executable, '-m', f'bench.{name}', *flags], cwd=REPO, check=True)
     write_results(args.quick)
     return 0
 

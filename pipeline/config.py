@@ -24,7 +24,8 @@ from components.storage import USES_S3_ENV
 from components.strict_spec import StrictSpec, is_remote
 from components.trainer.spec import (SINGLE_INPUT_KEY, WEIGHTS_CHOICES, BackboneName, BackboneSpec, FineTuneAt,
                                      RecipeSpec, TrainingSpec)
-from components.transform.spec import InputSpec, PreprocessingSpec
+from components.transform.spec import ImageOptions, InputSpec, PreprocessingSpec
+from components.tuner.spec import TuningSpec
 
 PIPELINE_CONFIG_ENV = 'PIPELINE_CONFIG'
 DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
@@ -32,8 +33,8 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
 # Components that run in a container of their own on Kubeflow and may be given resources.
 # ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
 # container without looking at its platform config, so resources set for it would be ignored.
-KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'ServedModelBaseline',
-                                'Evaluator', 'ModelReport', 'Pusher')
+KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Tuner', 'Trainer',
+                                'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher')
 # Every node of the pipeline: each runs in a pod of its own, which Kubernetes settings can place.
 KUBEFLOW_NODES = ('ImageExampleGen',) + KUBEFLOW_RESOURCE_COMPONENTS
 # Storage that TFX inside the containers can use: TFX reads and writes artifact URIs itself,
@@ -136,7 +137,7 @@ class KubernetesConfig(StrictSpec):
         return value
 
 
-class PipelineConfig(RecipeSpec, IngestionConfig):
+class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
     """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
     pipeline_name: str = Field('image-transfer-learning', pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
@@ -146,7 +147,8 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
     metadata_path: Optional[str] = None
     serving_dir: Optional[str] = None
     cli_home: Optional[str] = None
-    # (How folders are read and split: see IngestionConfig.)
+    # (How folders are read and split: see IngestionConfig. How each image becomes a square RGB
+    # picture, `background` and `resize`: see ImageOptions.)
 
     # The model: one backbone, or several side by side (`backbones`), then the head.
     backbone: BackboneName = 'mobilenet_v2'
@@ -171,6 +173,9 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
     container_image: Optional[str] = None
     component_resources: Dict[str, ComponentResources] = Field(default_factory=dict)
     kubernetes: KubernetesConfig = KubernetesConfig()
+    # Hyper-parameter search by TFX's Tuner before the Trainer (components/tuner): null or
+    # absent, none; a mapping (`{}` for the defaults), on, with TuningSpec's keys.
+    tuning: Optional[TuningSpec] = None
 
     _training: TrainingSpec = PrivateAttr()
 
@@ -223,6 +228,17 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
             raise ValueError('; '.join(_messages(error))) from None
         return self
 
+    @model_validator(mode='after')
+    def _tuning_has_a_use(self) -> 'PipelineConfig':
+        if self.tuning and self.tuning.fine_tune_trials and self.fine_tune_epochs == 0:
+            raise ValueError('tuning.fine_tune_trials: fine_tune_epochs is 0, so the Trainer would not use the '
+                             'fine-tuning values the Tuner finds; set tuning.fine_tune_trials to 0')
+        return self
+
+    def tuning_custom_config(self) -> Optional[Dict[str, Any]]:
+        """The Tuner's spec as it goes into the Tuner's custom_config (None: no Tuner)."""
+        return self.tuning.model_dump(mode='json') if self.tuning else None
+
     def _entries(self) -> List[BackboneEntry]:
         if self.backbones is None:
             return [BackboneEntry(name=self.backbone)]
@@ -245,7 +261,8 @@ class PipelineConfig(RecipeSpec, IngestionConfig):
 
     def preprocessing(self) -> PreprocessingSpec:
         return PreprocessingSpec(inputs=[InputSpec(key=b.key, backbone=b.name, image_size=b.image_size)
-                                         for b in self._training.backbones])
+                                         for b in self._training.backbones],
+                                 **{name: getattr(self, name) for name in ImageOptions.model_fields})
 
     def training(self) -> TrainingSpec:
         return self._training

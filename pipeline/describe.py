@@ -31,7 +31,11 @@ def _shape(shape) -> str:
 def describe(config: PipelineConfig, class_names: Sequence[str]) -> str:
     from components.trainer import backbones
     from components.trainer import model as model_lib
-    spec = config.training()
+    from components.trainer import recipe
+    spec = recipe.resolve(config.training())
+    unchosen = recipe.unchosen_head_keys(spec) + (['augmentation'] if spec.is_unset('augmentation') else [])
+    # For drawing the model only: auto chooses these on the validation split when it trains.
+    spec = spec.model_copy(update={key: recipe.TUTORIAL[key] for key in unchosen})
     bases = model_lib.build_bases(spec, load_weights=False)
     lines = [f'Model for {len(class_names)} classes: {", ".join(class_names)}', '']
     for index, backbone in enumerate(spec.backbones, start=1):
@@ -71,11 +75,15 @@ def describe(config: PipelineConfig, class_names: Sequence[str]) -> str:
         head.append('standardisation measured on training images (weights: none)')
     head += [f'Dense({units}, relu)' for units in spec.hidden_units]
     outputs = 1 if len(class_names) == 2 else len(class_names)
-    head += [f'Dropout({spec.dropout})', f'Dense({outputs}) logits']
+    dropout = 'chosen by recipe auto' if 'dropout' in unchosen else spec.dropout
+    head += [f'Dropout({dropout})', f'Dense({outputs}) logits']
     loss = ('one logit, sigmoid, binary cross-entropy' if outputs == 1
             else f'{outputs} logits, softmax, sparse categorical cross-entropy')
     lines.append('Head: ' + ' -> '.join(head) + f' ({loss})')
-    if spec.augmentation:
+    if 'augmentation' in unchosen:
+        lines.append('Augmentation (training only): chosen by recipe auto among none, flips, and flips with '
+                     'rotations')
+    elif spec.augmentation:
         a = spec.augmentation
         lines.append(f'Augmentation (training only, the same for every backbone): flip {a.flip}, '
                      f'rotation {a.rotation}, zoom {a.zoom}, contrast {a.contrast}')
@@ -85,9 +93,14 @@ def describe(config: PipelineConfig, class_names: Sequence[str]) -> str:
     model_lib.unfreeze_for_fine_tuning(classifier)
     tune_counts = model_lib.trainable_counts(classifier.model)
     lines.append(f'{"Parameters":<34}{"trainable":>14}{"frozen":>14}')
-    lines.append(f'{f"  phase 1: head, {spec.head_epochs} epochs":<34}{head_counts[0]:>14,}{head_counts[1]:>14,}')
-    lines.append(f'{f"  phase 2: fine-tuning, {spec.fine_tune_epochs} epochs":<34}'
+    head_epochs = 'epochs chosen' if 'head_epochs' in unchosen else f'{spec.head_epochs} epochs'
+    tune_epochs = (f'up to {spec.fine_tune_epochs} epochs' if spec.early_stopping_patience
+                   else f'{spec.fine_tune_epochs} epochs')
+    lines.append(f'{f"  phase 1: head, {head_epochs}":<34}{head_counts[0]:>14,}{head_counts[1]:>14,}')
+    lines.append(f'{f"  phase 2: fine-tuning, {tune_epochs}":<34}'
                  f'{tune_counts[0]:>14,}{tune_counts[1]:>14,}')
+    lines.append(f'Recipe: {spec.recipe}' + (f' (chooses {", ".join(unchosen)} on the validation split)'
+                                            if unchosen else ''))
     return '\n'.join(lines)
 
 

@@ -3,10 +3,12 @@
     ImageExampleGen -> StatisticsGen
     ImportSchemaGen (schemas/schema.pbtxt)
     Transform (decode, resize, backbone scaling; graph only, applied by Trainer and serving)
-    Trainer (frozen backbone + head, then fine-tuning)
+    [Tuner (with `tuning:`: KerasTuner trials of the head, then of fine-tuning) -> best_hyperparameters]
+    Trainer (frozen backbone + head, then fine-tuning; the Tuner's best values when it ran)
     ServedModelBaseline (the model in serving_dir now) -> Evaluator (test split, gate)
     Pusher (only if blessed)
-    ModelReport (the Trainer's reports, the Evaluator's metrics and the verdict, in one folder)
+    ModelReport (the Trainer's reports, the Evaluator's metrics and the verdict, in one folder;
+                 the Tuner's trials too when it ran)
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from components.evaluator import gate
 from components.evaluator.baseline import BaselineAwareEvaluator, ServedModelBaseline
 from components.example_gen.component import ImageExampleGen
 from components.report.component import ModelReportGen
+from components.tuner.spec import CUSTOM_CONFIG_KEY as TUNING_CONFIG_KEY
 from pipeline.config import PipelineConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +43,7 @@ INGESTION_SHARED_MODULES = ('transform/image_decoding.py', 'features.py', 'stric
 # component at every run: seconds of work for nothing when the code is already installed.
 TRANSFORM_FUNCTION = 'components.transform.image_preprocessing.preprocessing_fn'
 TRAINER_FUNCTION = 'components.trainer.image_trainer.run_fn'
+TUNER_FUNCTION = 'components.tuner.tuner_fn.tuner_fn'
 IMAGE_REPO_ROOT = '/opt/image-transfer-learning'
 IMAGE_SCHEMA_FILE = f'{IMAGE_REPO_ROOT}/schemas/schema.pbtxt'
 
@@ -163,11 +167,26 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         custom_config=_components_custom_config(config.preprocessing().model_dump(), fingerprint),
     )
 
+    tuner = None
+    if config.tuning:
+        # The Trainer's custom_config, so that trials train what the Trainer will, plus the search.
+        tuner = tfx.components.Tuner(
+            tuner_fn=TUNER_FUNCTION,
+            examples=example_gen.outputs['examples'],
+            transform_graph=transform.outputs['transform_graph'],
+            schema=schema_gen.outputs['schema'],
+            train_args=tfx.proto.TrainArgs(splits=['train']),
+            eval_args=tfx.proto.EvalArgs(splits=['eval']),
+            custom_config=dict(_components_custom_config(config.training().model_dump(), fingerprint),
+                               **{TUNING_CONFIG_KEY: config.tuning_custom_config()}),
+        )
+
     trainer = tfx.components.Trainer(
         **trainer_code,
         examples=example_gen.outputs['examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
+        hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
         train_args=tfx.proto.TrainArgs(splits=['train']),
         eval_args=tfx.proto.EvalArgs(splits=['eval']),
         custom_config=_components_custom_config(config.training().model_dump(), fingerprint),
@@ -187,6 +206,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         model_run=trainer.outputs['model_run'],
         evaluation=evaluator.outputs['evaluation'],
         blessing=evaluator.outputs['blessing'],
+        **({'tuner_results': tuner.outputs['tuner_results']} if tuner else {}),
     ).with_id('ModelReport')
 
     pusher = tfx.components.Pusher(
@@ -199,7 +219,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, transform, trainer,
+        components=[example_gen, statistics_gen, schema_gen, transform, *([tuner] if tuner else []), trainer,
                     baseline, evaluator, model_report, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,

@@ -87,8 +87,13 @@ def backbone_spec(**overrides):
 
 
 def training_spec(backbones=None, **overrides):
+    """A TrainingSpec as the Trainer trains with it: recipe tutorial unless overridden, resolved
+    (recipe auto leaves the head's keys for recipe.choose_head unless they are given)."""
+    from components.trainer import recipe
     from components.trainer.spec import TrainingSpec
-    return TrainingSpec(backbones=backbones or [backbone_spec()], **{'augmentation': False, **overrides})
+    spec = TrainingSpec(backbones=backbones or [backbone_spec()],
+                        **{'augmentation': False, 'recipe': 'tutorial', **overrides})
+    return recipe.resolve(spec)
 
 
 def kubeflow_config_values(**overrides) -> dict:

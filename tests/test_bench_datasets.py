@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bench import datasets
-from tests.conftest import png_header_only
+from conftest import png_header_only
 
 
 def encoded(size, seed, fmt='PNG', mode='RGBA') -> bytes:

@@ -20,13 +20,36 @@ def test_shipped_default_config_is_valid_and_documented():
     assert config.data_root.endswith('data/sample')
 
 
-def test_tutorial_defaults():
+def test_recipe_auto_is_the_default_and_leaves_its_choices_unset():
     config = PipelineConfig(data_root='.', output_dir='out')
-    assert (config.image_size, config.batch_size, config.learning_rate) == (160, 32, 1e-4)
-    assert (config.head_epochs, config.fine_tune_epochs) == (10, 10)
+    assert config.recipe == 'auto'
+    assert (config.image_size, config.batch_size) == (160, 32)
+    assert (config.learning_rate, config.dropout, config.head_epochs, config.fine_tune_epochs) == (None,) * 4
     assert config.training().backbones[0].effective_fine_tune_at == 100
-    assert config.training().effective_fine_tune_learning_rate == pytest.approx(1e-5)
     assert config.weights == 'imagenet'
+
+
+def test_tutorial_recipe_is_the_tutorials_numbers():
+    from components.trainer import recipe
+    spec = recipe.resolve(PipelineConfig(data_root='.', output_dir='out', recipe='tutorial').training())
+    assert (spec.learning_rate, spec.dropout, spec.head_l2) == (1e-4, 0.2, 0.0)
+    assert (spec.head_epochs, spec.fine_tune_epochs) == (10, 10)
+    assert (spec.head_optimizer, spec.fine_tune_optimizer) == ('adam', 'rmsprop')
+    assert spec.effective_fine_tune_learning_rate == pytest.approx(1e-5)
+    assert spec.fine_tune_schedule == 'constant' and spec.early_stopping_patience is None
+    assert spec.head_on_features is False and spec.augmentation is not None
+    assert recipe.missing(spec) == []
+
+
+def test_a_key_that_is_set_is_kept_by_either_recipe():
+    from components.trainer import recipe
+    for name in ('auto', 'tutorial'):
+        spec = recipe.resolve(PipelineConfig(data_root='.', output_dir='out', recipe=name, learning_rate=0.01,
+                                             fine_tune_epochs=4).training())
+        assert (spec.learning_rate, spec.fine_tune_epochs) == (0.01, 4)
+    auto = recipe.resolve(PipelineConfig(data_root='.', output_dir='out').training())
+    assert recipe.unchosen_head_keys(auto) == ['learning_rate', 'dropout', 'head_l2', 'head_epochs']
+    assert (auto.fine_tune_schedule, auto.early_stopping_patience, auto.head_on_features) == ('cosine', 3, True)
 
 
 def test_output_paths_default_under_output_dir(tmp_path):
@@ -135,7 +158,8 @@ def test_env_var_selects_the_config(tmp_path, monkeypatch):
 def test_components_receive_only_their_keys(tmp_path):
     config = load_config(write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o'))
     assert config.preprocessing().model_dump() == {
-        'inputs': [{'key': 'image', 'backbone': 'mobilenet_v2', 'image_size': 160}]}
+        'inputs': [{'key': 'image', 'backbone': 'mobilenet_v2', 'image_size': 160}],
+        'background': (255, 255, 255), 'resize': 'squash'}
     training = config.training().model_dump()
     assert 'min_accuracy' not in training and 'output_dir' not in training
     assert training['backbones'][0]['fine_tune_at'] is None
@@ -143,6 +167,53 @@ def test_components_receive_only_their_keys(tmp_path):
     assert set(config.ingestion().model_dump()) == {'layout', 'split_ratios', 'apply_exif_orientation',
                                                     'max_image_pixels', 'drop_unusable_classes'}
     assert 'layout' not in training
+
+
+@pytest.mark.parametrize('written,rgb', [
+    ('white', (255, 255, 255)), ('black', (0, 0, 0)), ('Black', (0, 0, 0)), ('#10a0FF', (16, 160, 255)),
+    ([12, 0, 255], (12, 0, 255)),
+])
+def test_background_reaches_transform_as_rgb(tmp_path, written, rgb):
+    config = load_config(write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', background=written))
+    assert config.preprocessing().background == rgb
+    assert 'background' not in config.training().model_dump()  # changing it must not re-train by itself
+
+
+def test_background_and_resize_defaults_and_overrides(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
+    assert (load_config(path).background, load_config(path).resize) == ((255, 255, 255), 'squash')
+    spec = load_config(path, ["background='#000000'", 'resize=pad']).preprocessing()
+    assert (spec.background, spec.resize) == ((0, 0, 0), 'pad')
+    assert load_config(path, ['resize=crop', 'background=[1, 2, 3]']).preprocessing().background == (1, 2, 3)
+
+
+@pytest.mark.parametrize('value', ['pink', '#12345', '#1234567', 'ffffff', [1, 2], [1, 2, 300], [1, 2, -1],
+                                   [1.5, 2, 3], [True, 0, 0], 255, None])
+def test_bad_background_is_an_error_naming_the_key(tmp_path, value):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', background=value)
+    with pytest.raises(ConfigError, match=r"background: .* is not a colour: use white, black, '#RRGGBB'"):
+        load_config(path)
+
+
+def test_unquoted_hex_background_explains_yaml_comments(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
+    path.write_text(path.read_text() + 'background: #ffffff\n')  # YAML reads null: # starts a comment
+    with pytest.raises(ConfigError, match=r"background: None is not a colour.*quote '#RRGGBB'"):
+        load_config(path)
+
+
+def test_bad_resize_is_an_error_naming_the_key(tmp_path):
+    path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', resize='stretch')
+    with pytest.raises(ConfigError, match=r"resize: Input should be 'squash', 'pad' or 'crop'"):
+        load_config(path)
+
+
+def test_resize_modes_agree_between_the_spec_and_the_graph():
+    import typing
+    from components.transform.image_decoding import RESIZE_MODES
+    from components.transform.spec import DEFAULT_RESIZE, ResizeMode
+    assert typing.get_args(ResizeMode) == RESIZE_MODES
+    assert DEFAULT_RESIZE in RESIZE_MODES
 
 
 def test_pixel_limit_bound_is_pillows_own():
@@ -194,9 +265,10 @@ def test_weights_and_hub_handle_fit_the_backbone(tmp_path):
 
 def test_augmentation_switch_and_settings(tmp_path):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o')
-    assert load_config(path).training().augmentation.rotation == 0.2  # the tutorial's
+    assert load_config(path).training().augmentation == 'auto'  # the recipe's to choose
+    assert load_config(path, ['augmentation=true']).training().augmentation.rotation == 0.2  # the tutorial's
     assert load_config(path, ['augmentation=false']).training().augmentation is None
     tuned = load_config(path, ['augmentation={zoom: 0.1, contrast: 0.2}']).training().augmentation
     assert (tuned.flip, tuned.rotation, tuned.zoom, tuned.contrast) == (True, 0.2, 0.1, 0.2)
-    with pytest.raises(ConfigError, match='augmentation.rotation: Input should be less than or equal to 0.5'):
+    with pytest.raises(ConfigError, match='augmentation: rotation: Input should be less than or equal to 0.5'):
         load_config(path, ['augmentation={rotation: 2}'])

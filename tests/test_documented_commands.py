@@ -27,7 +27,8 @@ RUN_ELSEWHERE = {
 RUN_HERE = ('pipeline.describe', 'kubeflow.runner', 'kubeflow.schedule', 'components.weights',
             'pipeline.fashion_mnist', 'components.storage')
 # Benchmarks take minutes to hours; their entry points are checked with --help.
-BENCHMARKS = ('bench.heads', 'bench.ingestion', 'bench.linear_probe', 'bench.run_all')
+BENCHMARKS = ('bench.heads', 'bench.ingestion', 'bench.linear_probe', 'bench.run_all', 'bench.preprocessing_choices',
+              'bench.recipe', 'bench.fine_tune_schedule', 'bench.datasets')
 
 
 def run(*args, cwd=REPO, expect=0, timeout=600):

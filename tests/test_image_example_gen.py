@@ -224,7 +224,7 @@ def test_conversions_are_reported_and_decode_in_the_transform_graph(messy):
 
 def test_sideways_photo_comes_out_upright(messy):
     ingested = {name: value for files in messy['splits'].values() for name, value in files.items()}
-    upright = decode_rgb(ingested['fox/sideways.jpg'][1]).numpy().astype(int)
+    upright = decode_rgb(ingested['fox/sideways.jpg'][1], (255, 255, 255)).numpy().astype(int)
     assert upright.shape == (30, 20, 3)
     np.testing.assert_allclose(upright[:10].mean(axis=(0, 1)), UPRIGHT_TOP, atol=8)
     np.testing.assert_allclose(upright[-10:].mean(axis=(0, 1)), UPRIGHT_BOTTOM, atol=8)

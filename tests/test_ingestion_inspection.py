@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from components.transform.image_decoding import decode_rgb
+from components.transform.image_decoding import decode_pixels, decode_rgb
 from components.example_gen.ingestion import skips
 from components.example_gen.ingestion.inspection import Ingested, Refused, inspect
 from conftest import UPRIGHT_BOTTOM, UPRIGHT_TOP, image_bytes, png_header_only, sideways_photo
 
 LIMIT = 100_000_000
 COLOUR = (200, 60, 40)
+WHITE = (255, 255, 255)
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -51,13 +52,14 @@ def test_what_tensorflow_decodes_passes_untouched(kind):
     data = AS_IS[kind]()
     outcome = inspect(data, LIMIT, apply_exif_orientation=True)
     assert outcome == Ingested(data)
-    assert decode_rgb(data).shape == (20, 24, 3)
+    assert decode_rgb(data, WHITE).shape == (20, 24, 3)
 
 
 CONVERTED = {
     'tiff': (lambda: encode(rgb(), 'TIFF'), 'TIFF RGB -> PNG RGB'),
     'webp': (lambda: encode(rgb(), 'WEBP', lossless=True), 'WEBP RGB -> PNG RGB'),
-    'webp with alpha': (lambda: encode(half_transparent(), 'WEBP', lossless=True, exact=True), 'WEBP RGBA -> PNG RGB'),
+    'webp with alpha': (lambda: encode(half_transparent(), 'WEBP', lossless=True, exact=True), 'WEBP RGBA -> PNG RGBA'),
+    'tiff with opaque alpha': (lambda: encode(rgb().convert('RGBA'), 'TIFF'), 'TIFF RGBA -> PNG RGB'),
     'animated webp': (lambda: encode(rgb(), 'WEBP', lossless=True, save_all=True,
                                      append_images=[rgb().rotate(180)]), 'WEBP RGB -> PNG RGB, first of 2 frames'),
     'avif': (lambda: encode(rgb(), 'AVIF', quality=100), 'AVIF RGB -> PNG RGB'),
@@ -70,15 +72,16 @@ def test_what_only_pillow_decodes_is_converted_once(kind):
     data = make()
     outcome = inspect(data, LIMIT, apply_exif_orientation=True)
     assert isinstance(outcome, Ingested) and outcome.conversion == conversion
-    # Losslessly what Pillow decodes (the first frame, alpha dropped).
-    np.testing.assert_array_equal(decode_rgb(outcome.encoded).numpy(),
-                                  np.asarray(Image.open(io.BytesIO(data)).convert('RGB')))
+    # Losslessly what Pillow decodes (the first frame; alpha kept, unless every pixel is opaque).
+    written_mode = conversion.split(',')[0].split()[-1]
+    np.testing.assert_array_equal(decode_pixels(outcome.encoded).numpy(),
+                                  np.asarray(Image.open(io.BytesIO(data)).convert(written_mode)))
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped():
     outcome = inspect(encode(gray16(40000), 'TIFF'), LIMIT, apply_exif_orientation=True)
     assert outcome.conversion == 'TIFF I;16 -> PNG L'
-    assert decode_rgb(outcome.encoded).numpy()[0, 0].tolist() == [155, 155, 155]  # 40000 / 257
+    assert decode_rgb(outcome.encoded, WHITE).numpy()[0, 0].tolist() == [155, 155, 155]  # 40000 / 257
 
 
 def test_exif_orientation_makes_a_sideways_photo_upright():
@@ -86,7 +89,7 @@ def test_exif_orientation_makes_a_sideways_photo_upright():
     assert np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))).shape == (30, 20, 3)  # the fixture
     outcome = inspect(data, LIMIT, apply_exif_orientation=True)
     assert outcome.conversion == 'JPEG RGB -> JPEG RGB, EXIF orientation 6 applied'
-    upright = decode_rgb(outcome.encoded).numpy().astype(int)
+    upright = decode_rgb(outcome.encoded, WHITE).numpy().astype(int)
     assert upright.shape == (30, 20, 3)
     np.testing.assert_allclose(upright[:10].mean(axis=(0, 1)), UPRIGHT_TOP, atol=8)
     np.testing.assert_allclose(upright[-10:].mean(axis=(0, 1)), UPRIGHT_BOTTOM, atol=8)
@@ -95,7 +98,7 @@ def test_exif_orientation_makes_a_sideways_photo_upright():
 def test_exif_orientation_can_be_left_alone():
     data = sideways_photo()
     assert inspect(data, LIMIT, apply_exif_orientation=False) == Ingested(data)
-    assert decode_rgb(data).shape == (20, 30, 3)
+    assert decode_rgb(data, WHITE).shape == (20, 30, 3)
 
 
 @pytest.mark.parametrize('width,height,limit,detail', [
@@ -127,3 +130,78 @@ def test_the_pixel_limit_is_inclusive():
 def test_broken_files_are_refused_with_their_reason(data, reason):
     outcome = inspect(data, LIMIT, apply_exif_orientation=True)
     assert isinstance(outcome, Refused) and outcome.reason == reason, outcome
+
+
+# --- Transparency: kept as alpha for Transform to composite, never flattened here ----------------
+
+HIDDEN = (255, 0, 0)  # what lies under fully transparent pixels: must never be seen
+BLUE = (0, 0, 255)
+
+
+def transparent_rgba() -> Image.Image:
+    """24x20: the left half fully transparent over pure red, the right half blue at alpha 128."""
+    pixels = np.zeros((20, 24, 4), np.uint8)
+    pixels[:, :12] = HIDDEN + (0,)
+    pixels[:, 12:] = BLUE + (128,)
+    return Image.fromarray(pixels, 'RGBA')
+
+
+def test_transparent_webp_keeps_its_alpha_and_the_decode_composites_it():
+    data = encode(transparent_rgba(), 'WEBP', lossless=True, exact=True)  # exact: keep the hidden red
+    outcome = inspect(data, LIMIT, apply_exif_orientation=True)
+    assert outcome.conversion == 'WEBP RGBA -> PNG RGBA'
+    written = Image.open(io.BytesIO(outcome.encoded))
+    assert written.format == 'PNG' and written.mode == 'RGBA'
+    np.testing.assert_array_equal(np.asarray(written), np.asarray(transparent_rgba()))  # alpha and all
+    a = 128 / 255
+    for background in (WHITE, (0, 0, 0), (10, 200, 30)):
+        decoded = decode_rgb(outcome.encoded, background).numpy()
+        np.testing.assert_array_equal(decoded[:, :12], np.broadcast_to(background, (20, 12, 3)))
+        np.testing.assert_allclose(decoded[:, 12:], np.broadcast_to(np.multiply(BLUE, a) + np.multiply(background, 1 - a),
+                                                                   (20, 12, 3)), atol=1e-4)
+
+
+def transparent_gif(transparent_index=0) -> bytes:
+    """24x20 palette GIF: the left half palette index 0 (red), the right half index 1 (blue)."""
+    indices = np.zeros((20, 24), np.uint8)
+    indices[:, 12:] = 1
+    image = Image.fromarray(indices, 'P')
+    image.putpalette(HIDDEN + BLUE + (0, 255, 0))
+    return encode(image, 'GIF', transparency=transparent_index, optimize=False)  # keep unused colours
+
+
+def test_transparent_gif_is_converted_because_tensorflow_paints_it_black():
+    data = transparent_gif()
+    raw = decode_pixels(data).numpy()  # TensorFlow's own GIF decoder: 3 channels, transparent = black
+    assert raw.shape == (20, 24, 3) and raw[0, 0].tolist() == [0, 0, 0] and raw[0, -1].tolist() == list(BLUE)
+    outcome = inspect(data, LIMIT, apply_exif_orientation=True)
+    assert outcome.conversion == 'GIF P -> PNG RGBA, transparency TensorFlow ignores kept as alpha'
+    decoded = decode_rgb(outcome.encoded, WHITE).numpy()
+    np.testing.assert_array_equal(decoded[:, :12], 255.0)
+    np.testing.assert_array_equal(decoded[:, 12:], np.broadcast_to(BLUE, (20, 12, 3)))
+
+
+def test_gif_whose_transparent_colour_no_pixel_uses_passes_untouched():
+    data = transparent_gif(transparent_index=2)
+    assert Image.open(io.BytesIO(data)).info.get('transparency') == 2
+    assert inspect(data, LIMIT, apply_exif_orientation=True) == Ingested(data)
+
+
+@pytest.mark.parametrize('mode,left,right,transparent,written,right_rgb', [
+    ('L', 76, 200, 76, 'LA', [200] * 3),
+    ('RGB', HIDDEN, BLUE, HIDDEN, 'RGBA', list(BLUE)),
+    ('I;16', 40000, 10000, 40000, 'LA', [10000 // 257] * 3),
+])
+def test_png_transparent_colour_becomes_alpha(mode, left, right, transparent, written, right_rgb):
+    channels = (3,) if mode == 'RGB' else ()
+    pixels = np.zeros((20, 24) + channels, np.uint16 if mode == 'I;16' else np.uint8)
+    pixels[:, :12], pixels[:, 12:] = left, right
+    image = Image.fromarray(pixels)
+    assert image.mode == mode
+    data = encode(image, 'PNG', transparency=transparent)
+    assert decode_pixels(data).shape[-1] in (1, 3)  # TensorFlow decodes it, transparency ignored
+    outcome = inspect(data, LIMIT, apply_exif_orientation=True)
+    assert outcome.conversion.startswith(f'PNG {mode} -> PNG {written}, transparency TensorFlow ignores')
+    decoded = decode_rgb(outcome.encoded, WHITE).numpy()
+    np.testing.assert_array_equal(decoded[:, :12], 255.0)
+    np.testing.assert_array_equal(decoded[:, 12:], np.broadcast_to(right_rgb, (20, 12, 3)))

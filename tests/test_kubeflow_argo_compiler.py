@@ -36,6 +36,10 @@ CASES = {
     },
     's3_storage': {'data_root': 's3://bucket/images', 'output_dir': 's3://bucket/out',
                    's3_endpoint': 'http://minio-service.kubeflow:9000'},
+    # TFX's Tuner (a container step) before the Trainer, which takes its best_hyperparameters,
+    # and ModelReport's optional tuner_results input connected.
+    'tuning': {'tuning': {'head_trials': 2, 'fine_tune_trials': 1},
+               'component_resources': {'Tuner': {'cpu_limit': 4, 'memory_limit': '16G'}}},
 }
 
 
@@ -74,6 +78,10 @@ def test_kfp_backend_compiles_the_spec_to_an_argo_workflow(case, argo_check, tmp
     for task in next(yaml.safe_load_all(spec_path.read_text()))['root']['dag']['tasks']:
         assert task in dag_tasks and dag_tasks[task]['template'] in templates, task
     text = (tmp_path / 'workflow.yaml').read_text()
+    if case == 'tuning':  # each task's driver waits for its producers
+        assert 'Tuner.Succeeded' in dag_tasks['Trainer-driver']['depends']
+        assert 'Tuner.Succeeded' in dag_tasks['ModelReport-driver']['depends']
+        assert 'tfx.components.tuner.executor.Executor' in text
     if case == 'trainer_gpu':
         assert 'nvidia.com/gpu' in text
         assert len(list(yaml.safe_load_all(spec_path.read_text()))) == 2  # the platform document went in

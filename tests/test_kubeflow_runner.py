@@ -231,3 +231,43 @@ def test_s3_storage_reaches_every_step(tmp_path):
     for label, executor in spec['deploymentSpec']['executors'].items():
         assert {e['name']: e['value'] for e in executor['container']['env']} == expected, label
     assert spec['defaultPipelineRoot'] == 's3://bucket/out/pipeline_root'
+
+
+TUNING = {'head_trials': 2, 'fine_tune_trials': 1, 'fine_tune_trial_epochs': 1}
+
+
+def test_with_tuning_the_tuner_task_feeds_the_trainer_and_the_report(tmp_path):
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
+    output = tmp_path / 'spec.yaml'
+    config = PipelineConfig(**kubeflow_config_values(
+        tuning=TUNING, component_resources={'Tuner': {'cpu_limit': 4, 'memory_limit': '16G'}},
+        kubernetes={'placement': {'Tuner': {'node_selector': {'pool': 'tuning'}}}}))
+    runner.compile_pipeline(config, output)
+    spec_dict, platform = yaml.safe_load_all(output.read_text())
+    assert _executor_kinds(spec_dict) <= OPEN_SOURCE_EXECUTORS
+    assert set(spec_dict['root']['dag']['tasks']) == COMPONENTS | {'Tuner'}
+    spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec())
+    tasks = spec.root.dag.tasks
+    tuner = tasks['Tuner']
+    assert tuner.inputs.parameters['tuner_fn'].runtime_value.constant.string_value == tfx_pipeline.TUNER_FUNCTION
+    assert callable(import_utils.import_func_from_module(*tfx_pipeline.TUNER_FUNCTION.rsplit('.', 1)))
+    for key, producer in (('examples', 'ImageExampleGen'), ('transform_graph', 'Transform'),
+                          ('schema', 'ImportSchemaGen')):
+        assert tuner.inputs.artifacts[key].task_output_artifact.producer_task == producer, key
+    best = tasks['Trainer'].inputs.artifacts['hyperparameters'].task_output_artifact
+    assert (best.producer_task, best.output_artifact_key) == ('Tuner', 'best_hyperparameters')
+    assert 'Tuner' in tasks['Trainer'].dependent_tasks
+    results = tasks['ModelReport'].inputs.artifacts['tuner_results'].task_output_artifact
+    assert (results.producer_task, results.output_artifact_key) == ('Tuner', 'tuner_results')
+    container = _container(spec, 'Tuner')
+    assert container.image == IMAGE and list(container.args)[:2] == ['--executor_class_path',
+                                                                      'tfx.components.tuner.executor.Executor']
+    assert container.resources.resource_cpu_limit == '4' and container.resources.resource_memory_limit == '16G'
+    executors = platform['platforms']['kubernetes']['deploymentSpec']['executors']
+    placed = json_format.ParseDict(executors[_executor_label(spec_dict, 'Tuner')], k8s.KubernetesExecutorConfig())
+    assert dict(placed.node_selector.labels) == {'pool': 'tuning'}
+    # Without tuning, the report's optional input is not declared at all.
+    runner.compile_pipeline(PipelineConfig(**kubeflow_config_values()), tmp_path / 'plain.yaml')
+    plain = yaml.safe_load((tmp_path / 'plain.yaml').read_text())
+    report = plain['components'][plain['root']['dag']['tasks']['ModelReport']['componentRef']['name']]
+    assert set(report['inputDefinitions']['artifacts']) == {'model_run', 'evaluation', 'blessing'}

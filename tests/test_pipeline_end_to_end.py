@@ -191,3 +191,52 @@ def test_reports_next_to_the_model_and_in_the_model_report(runs):
     assert '**Blessed: yes, pushed**' in (report / 'summary.md').read_text()
     second = json.loads((Path(runs['second_summary'].report_uri) / 'summary.json').read_text())
     assert second['blessed'] is False and second['evaluation']['gate_failures']
+
+
+def test_transparent_png_is_served_as_the_image_flattened_onto_the_background(serving):
+    """Transparency is composited onto white (the default background) by the served graph,
+    exactly as if the sender had flattened the image first; the colour hidden under the
+    transparent pixels does not count."""
+    import io
+    from PIL import Image
+    rng = np.random.default_rng(7)
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., :3] = CLASS_COLOURS['fox']  # hidden under alpha 0 on the left: must not count
+    rgba[:, 20:, :3] = CLASS_COLOURS['cat'] + rng.integers(-10, 10, (30, 20, 3))
+    rgba[:, 20:, 3] = 255
+    rgba[:, 15:20, 3] = 128  # half transparent: blended with white
+    transparent = Image.fromarray(rgba, 'RGBA')
+    flattened = Image.alpha_composite(Image.new('RGBA', transparent.size, (255, 255, 255, 255)), transparent)
+    alpha_dropped = transparent.convert('RGB')  # what a decoder that ignores alpha shows
+
+    def encoded(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format='PNG')
+        return buffer.getvalue()
+
+    out = serving(image_bytes=tf.constant([encoded(transparent), encoded(flattened.convert('RGB')),
+                                           encoded(alpha_dropped)]))
+    probabilities = out['probabilities'].numpy()
+    # The flattened PNG rounds the half-transparent band to whole numbers: nearly equal, not exactly.
+    np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-2)
+    assert out['class_id'].numpy()[0] == out['class_id'].numpy()[1]
+    dropped, flattened_difference = (np.abs(probabilities[0] - probabilities[i]).max() for i in (2, 1))
+    assert dropped > 10 * flattened_difference, (dropped, flattened_difference)
+
+
+def test_recipe_auto_writes_what_it_chose(runs):
+    first = runs['first_summary']
+    model_run = Path(first.model_uri).parent.parent / 'model_run' / Path(first.model_uri).name
+    recipe = json.loads((model_run / 'training_summary.json').read_text())['recipe']
+    assert recipe['recipe'] == 'auto'
+    # The tiny config sets head_epochs and fine_tune_epochs; auto chose the rest.
+    assert {'learning_rate', 'dropout', 'head_l2', 'fine_tune_schedule', 'early_stopping_patience'} <= set(
+        recipe['chosen'])
+    assert 'head_epochs' not in recipe['chosen'] and 'fine_tune_epochs' not in recipe['chosen']
+    candidates = recipe['head_candidates']
+    assert len(candidates) == 7  # 4 learning rates, then 3 more regularisations at the best
+    best = min(candidates, key=lambda c: c['val_loss'])
+    assert (recipe['chosen']['learning_rate'], recipe['chosen']['dropout']) == (best['learning_rate'], best['dropout'])
+    assert recipe['reproduce_with']['recipe'] == 'tutorial'
+    assert recipe['reproduce_with']['learning_rate'] == best['learning_rate']
+    assert isinstance(recipe['kept_head_only_model'], bool)

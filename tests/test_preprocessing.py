@@ -1,4 +1,5 @@
 """Transform's preprocessing_fn, run through tft_beam as the Transform component runs it."""
+import io
 import tempfile
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
+from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components.transform.image_preprocessing import preprocessing_fn
@@ -19,10 +21,11 @@ RAW_SPEC = {
 }
 
 
-def transform(raw_examples):
+def transform(raw_examples, **options):
+    """Transform's analyze-and-transform on raw examples; options: background, resize (as in custom_config)."""
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
     custom_config = {'inputs': [{'key': 'image', 'backbone': 'mobilenet_v2', 'image_size': SIZE}],
-                     'code_version': 'test'}
+                     'code_version': 'test', **options}
     with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
         (transformed, _), transform_fn = (raw_examples, metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, custom_config))
@@ -83,3 +86,44 @@ def test_one_tensor_per_backbone_each_with_its_own_size_and_scaling():
     assert vgg.shape == (24, 24, 3) and inception.shape == (75, 75, 3)
     assert vgg[..., 2].mean() > 100  # caffe: BGR order, mean subtracted, red ~250 - 124
     assert -1 <= inception.min() and inception.max() <= 1 and inception[..., 0].mean() > 0.9
+
+
+def transparent_photo() -> Image.Image:
+    """24x20, noisy colours and alpha from 0 to 255; a block fully transparent over pure red."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)
+    pixels[4:12, 3:15] = (255, 0, 0, 0)
+    return Image.fromarray(pixels, 'RGBA')
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def flattened(image: Image.Image, background) -> bytes:
+    """The image as a viewer shows it, made beforehand: composited onto the background, opaque PNG."""
+    canvas = Image.new('RGBA', image.size, tuple(background) + (255,))
+    return png(Image.alpha_composite(canvas, image).convert('RGB'))
+
+
+@pytest.mark.parametrize('background,resize', [((255, 255, 255), None), ((0, 0, 0), 'pad'), ((10, 120, 230), 'crop')])
+def test_transparent_png_transforms_as_the_same_image_flattened_beforehand(tmp_path, background, resize):
+    """Training (Transform through Beam) and serving (its graph as a layer) composite alike."""
+    options = {'background': list(background)} if background != (255, 255, 255) else {}  # white: the default
+    options.update({'resize': resize} if resize else {})
+    image = transparent_photo()
+    alpha = np.asarray(image)[..., 3]
+    assert (alpha == 0).sum() >= 96 and ((alpha > 0) & (alpha < 255)).sum() > 100  # dropping alpha would show
+    raw = [{'image_raw': [png(image)], 'label': [0], 'filename': [b'transparent.png']},
+           {'image_raw': [flattened(image, background)], 'label': [0], 'filename': [b'flat.png']}]
+    transformed, transform_fn = transform(raw, **options)
+    transparent, flat = (np.asarray(row['image']) for row in transformed)
+    # Pillow rounds its composite to whole levels: at most one level apart, 2/255 after [-1, 1] scaling.
+    np.testing.assert_allclose(transparent, flat, atol=2 / 255)
+    _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path))
+    served = tft.TFTransformOutput(str(tmp_path)).transform_features_layer()(
+        {'image_raw': tf.constant([[png(image)]])})['image'].numpy()[0]
+    np.testing.assert_allclose(served, transparent, atol=1e-5)
+

@@ -43,7 +43,7 @@ def test_components_get_only_their_config(config):
     by_id = {c.id: c for c in tfx_pipeline.create_pipeline(config).components}
     transform_config = json.loads(by_id['Transform'].exec_properties['custom_config'])
     trainer_config = json.loads(by_id['Trainer'].exec_properties['custom_config'])
-    assert set(transform_config) == {'inputs', 'code_version'}
+    assert set(transform_config) == {'inputs', 'background', 'resize', 'code_version'}
     assert 'min_accuracy' not in trainer_config and trainer_config['backbones'][0]['alpha'] == 0.35
     assert transform_config['code_version'] == trainer_config['code_version'] == tfx_pipeline.code_fingerprint()
     example_gen = by_id['ImageExampleGen'].exec_properties
@@ -86,3 +86,41 @@ def test_schema_is_staged_by_content(config, monkeypatch, tmp_path):
     edited.write_text(tfx_pipeline.SCHEMA_FILE.read_text() + '\n# edited\n')
     monkeypatch.setattr(tfx_pipeline, 'SCHEMA_FILE', edited)
     assert tfx_pipeline.staged_schema_file(config) != first
+
+
+def test_without_tuning_there_is_no_tuner(config):
+    by_id = {c.id: c for c in tfx_pipeline.create_pipeline(config).components}
+    assert config.tuning is None and 'Tuner' not in by_id
+    assert 'hyperparameters' not in by_id['Trainer'].inputs
+    assert 'tuner_results' not in by_id['ModelReport'].inputs
+
+
+def test_tuner_feeds_the_trainer_and_the_report(tmp_path, image_folder):
+    config = PipelineConfig(**tiny_config_values(image_folder, tmp_path / 'out',
+                                                 tuning={'head_trials': 2, 'fine_tune_trials': 1}))
+    pipeline = tfx_pipeline.create_pipeline(config)
+    ids = [c.id for c in pipeline.components]
+    by_id = {c.id: c for c in pipeline.components}
+    tuner, trainer, report = by_id['Tuner'], by_id['Trainer'], by_id['ModelReport']
+    assert ids.index('Transform') < ids.index('Tuner') < ids.index('Trainer')
+    assert tuner.exec_properties['tuner_fn'] == tfx_pipeline.TUNER_FUNCTION
+    for key, producer in (('examples', 'ImageExampleGen'), ('transform_graph', 'Transform'),
+                          ('schema', 'ImportSchemaGen')):
+        assert tuner.inputs[key].producer_component_id == producer, key
+    assert json.loads(tuner.exec_properties['train_args']) == {'splits': ['train']}
+    assert json.loads(tuner.exec_properties['eval_args']) == {'splits': ['eval']}
+    hyperparameters = trainer.inputs['hyperparameters']
+    assert (hyperparameters.producer_component_id, hyperparameters.output_key) == ('Tuner', 'best_hyperparameters')
+    results = report.inputs['tuner_results']
+    assert (results.producer_component_id, results.output_key) == ('Tuner', 'tuner_results')
+    # The Tuner trains what the Trainer trains: the Trainer's custom_config, plus the search.
+    tuner_config = json.loads(tuner.exec_properties['custom_config'])
+    trainer_config = json.loads(trainer.exec_properties['custom_config'])
+    assert {key: value for key, value in tuner_config.items() if key != 'tuning'} == trainer_config
+    assert tuner_config['tuning']['head_trials'] == 2 and tuner_config['tuning']['fine_tune_trials'] == 1
+    # The search space is in the Tuner's cache key, not in the Trainer's.
+    other = PipelineConfig(**tiny_config_values(image_folder, tmp_path / 'out',
+                                                tuning={'head_trials': 2, 'fine_tune_trials': 1, 'dropout': None}))
+    other_by_id = {c.id: c for c in tfx_pipeline.create_pipeline(other).components}
+    assert other_by_id['Tuner'].exec_properties['custom_config'] != tuner.exec_properties['custom_config']
+    assert other_by_id['Trainer'].exec_properties['custom_config'] == trainer.exec_properties['custom_config']

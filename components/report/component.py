@@ -4,10 +4,11 @@ Runs after the Evaluator. It gathers the Trainer's reports (learning curves, con
 matrix, training summary with data counts and metrics after each phase) and adds the
 Evaluator's measurements on the test split (overall and per class) and the blessing, into
 `summary.json` and `summary.md` of a new ModelReport artifact. The Trainer cannot write the
-verdict itself: it is decided after it.
+verdict itself: it is decided after it. When the Tuner ran, its trials are added too.
 """
 
 import os
+from typing import Any, Dict, List
 
 import tensorflow as tf
 from tfx import v1 as tfx
@@ -15,6 +16,7 @@ from tfx.types.artifact import Artifact
 
 from components.evaluator import evaluation_results
 from components.trainer import reports
+from components.tuner.spec import FINE_TUNE_STAGE, HEAD_STAGE, STAGE
 
 
 class ModelReport(Artifact):
@@ -28,6 +30,8 @@ class ModelReport(Artifact):
 SUMMARY_JSON = 'summary.json'
 SUMMARY_MARKDOWN = 'summary.md'
 _COPIED = (reports.LEARNING_CURVES_FILE, reports.CONFUSION_MATRIX_FILE)
+# What TFX's Tuner executor writes into its tuner_results artifact: every completed trial.
+TUNER_RESULTS_FILE = 'tuner_results.json'
 
 
 @tfx.dsl.components.component
@@ -36,10 +40,15 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
     evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
     blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     report: tfx.dsl.components.OutputArtifact[ModelReport],
+    # Optional (TFX's form for an optional input artifact: a default of None): the pipeline
+    # connects it when the config has `tuning:`.
+    tuner_results: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TunerResults] = None,
 ) -> None:
     summary = reports.read_json(os.path.join(model_run.uri, reports.TRAINING_SUMMARY_FILE))
     summary['evaluation'] = evaluation_results.read(evaluation.uri, summary.get('class_names'))
     summary['blessed'] = bool(blessing.get_int_custom_property('blessed'))
+    if tuner_results is not None:
+        summary['tuning'] = tuning_trials(reports.read_json(os.path.join(tuner_results.uri, TUNER_RESULTS_FILE)))
     tf.io.gfile.makedirs(report.uri)
     for name in _COPIED:
         source = os.path.join(model_run.uri, name)
@@ -47,3 +56,20 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
             tf.io.gfile.copy(source, os.path.join(report.uri, name), overwrite=True)
     reports.write_json(summary, os.path.join(report.uri, SUMMARY_JSON))
     reports.write_markdown(summary, os.path.join(report.uri, SUMMARY_MARKDOWN))
+
+
+def tuning_trials(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """TFX's tuner_results rows (trial_id, score, the values, our `stage`), grouped by stage, each
+    sorted by score (validation loss, lower is better), with the trial whose values the Trainer
+    got marked: the best of the last stage (with fine-tuning trials, the best of those, since
+    the two stages score different models; see components/tuner/oracle.py)."""
+    stages = list(dict.fromkeys([HEAD_STAGE, FINE_TUNE_STAGE] + [row.get(STAGE, HEAD_STAGE) for row in rows]))
+    trials = [{'trial_id': row['trial_id'], 'stage': row.get(STAGE, HEAD_STAGE), 'score': row['score'],
+               'values': {k: v for k, v in row.items() if k not in ('trial_id', 'score', STAGE)}} for row in rows]
+    trials.sort(key=lambda t: (stages.index(t['stage']), t['score']))
+    final = next((stage for stage in reversed(stages) if any(t['stage'] == stage for t in trials)), None)
+    chosen = min((t for t in trials if t['stage'] == final), key=lambda t: t['score'], default=None)
+    for trial in trials:
+        trial['chosen'] = trial is chosen
+    return {'objective': 'val_loss (min)', 'chosen_trial': chosen['trial_id'] if chosen else None,
+            'chosen_values': chosen['values'] if chosen else {}, 'trials': trials}

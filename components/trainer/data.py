@@ -16,12 +16,12 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components.example_gen import class_names as class_names_lib
 from components.features import LABEL_KEY
-from components.trainer import model as model_lib
 from components.trainer.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
@@ -124,23 +124,36 @@ def sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
     return {key: tf.concat([b[key] for b in batches], axis=0)[:_STATISTICS_IMAGES] for key in batches[0]}
 
 
-def cached_features(classifier: model_lib.Classifier, data: TrainerData, spec: TrainingSpec,
-                     splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
-    """The frozen backbones' pooled features of these splits as datasets, and the seconds they took."""
+def cached_features(extractor: tf_keras.Model, data: TrainerData, spec: TrainingSpec,
+                    splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
+    """The frozen backbones' pooled features of these splits (un-augmented) as datasets, and the
+    seconds they took; extractor: model.build_feature_extractor or a classifier's `features`."""
     started = time.time()
-    # As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
-    extract = tf.function(lambda inputs: classifier.features(inputs, training=False), reduce_retracing=True)
-    datasets = []
-    for split in splits:
-        features, labels = [], []
-        # The eval split is read through its image cache (phase 2 validates on it again).
-        for inputs, label in data.dataset(split, cache=split == 'eval'):
-            features.append(extract(inputs).numpy())
-            labels.append(label.numpy())
-        dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
-        if split == 'train':
-            dataset = dataset.shuffle(len(dataset), seed=spec.seed, reshuffle_each_iteration=True)
-        datasets.append(dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE))
+    datasets = tuple(features_dataset(*feature_arrays(extractor, data, split), spec, shuffle=split == 'train')
+                     for split in splits)
     seconds = time.time() - started
     logger.info('Backbone features of the %s split(s) computed once in %.1f s', ' and '.join(splits), seconds)
-    return tuple(datasets), seconds
+    return datasets, seconds
+
+
+def feature_arrays(extractor: tf_keras.Model, data: TrainerData, split: str,
+                   augmented: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of a split in its stored order; augmented: through the extractor's
+    augmentation layer (training mode for it alone: the backbones are built to stay in
+    inference mode)."""
+    # As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
+    extract = tf.function(lambda inputs: extractor(inputs, training=augmented), reduce_retracing=True)
+    features, labels = [], []
+    # The eval split is read through its image cache (phase 2 validates on it again).
+    for inputs, label in data.dataset(split, cache=split == 'eval'):
+        features.append(extract(inputs).numpy())
+        labels.append(label.numpy())
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def features_dataset(features: np.ndarray, labels: np.ndarray, spec: TrainingSpec,
+                     shuffle: bool) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(labels), seed=spec.seed, reshuffle_each_iteration=True)
+    return dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Dict, List
 
 import numpy as np
@@ -19,8 +20,9 @@ from tfx import v1 as tfx
 from components.example_gen import class_names as class_names_lib
 from components.trainer import data as data_lib
 from components.trainer import model as model_lib
-from components.trainer import reports, serving, training
-from components.trainer.spec import TrainingSpec
+from components.trainer import hyperparameters, reports, serving, training
+from components.trainer import recipe as recipe_lib
+from components.trainer.spec import AugmentationSpec, TrainingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def _checkpoint(fn_args: tfx.components.FnArgs) -> training.TrainingCheckpoint:
     """<pipeline root>/Trainer/checkpoints/<hash of the inputs>: found again by a re-run."""
     trainer_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip('/')))
     key = training.checkpoint_key(fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
-                                  fn_args.custom_config)
+                                  fn_args.custom_config, fn_args.hyperparameters)
     return training.TrainingCheckpoint(os.path.join(trainer_dir, 'checkpoints', key))
 
 
@@ -83,55 +85,140 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
     tf_keras.utils.set_random_seed(spec.seed)
+    tuned = hyperparameters.values_of(fn_args.hyperparameters)
+    if tuned:
+        logger.info('Hyperparameters from the Tuner: %s', ', '.join(f'{k} {v}' for k, v in sorted(tuned.items())))
+        spec = hyperparameters.apply(spec, tuned)
     names = class_names_lib.read(class_names_lib.examples_uri_of_split_files(fn_args.train_files[0]))
     logger.info('Training on %d classes: %s', len(names), ', '.join(names))
     counts = {split: np.bincount(data_lib.labels(fn_args, split), minlength=len(names)) for split in data_lib.SPLITS}
     data = data_lib.TrainerData(fn_args, spec, binary=len(names) == 2, counts={s: int(c.sum()) for s, c in counts.items()})
     try:
-        _train_and_export(fn_args, spec, names, counts, data)
+        _train_and_export(fn_args, spec, names, counts, data, tuned)
     finally:
         data.close()
 
 
-def _train_and_export(fn_args: tfx.components.FnArgs, spec: TrainingSpec, names: List[str],
-                      counts: Dict[str, np.ndarray], data: data_lib.TrainerData) -> None:
+def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, names: List[str],
+                      counts: Dict[str, np.ndarray], data: data_lib.TrainerData, tuned: Dict) -> None:
     train, validation = data.dataset('train', shuffle=True), data.dataset('eval')
-
     checkpoint = _checkpoint(fn_args)
+    spec = recipe_lib.resolve(configured)
     bases = model_lib.build_bases(spec)
+    # Un-augmented features: the augmentation (perhaps still to be chosen) is not part of it.
+    extractor = model_lib.build_feature_extractor(spec.model_copy(update=dict(augmentation=None)), bases)
     feature_stats = None
     if spec.any_random_backbone:
         logger.warning('weights: none: a backbone is randomly initialised, so this is not transfer '
                        'learning and accuracy will be low; use it to test the pipeline only.')
-        extractor = model_lib.build_feature_extractor(spec, bases)
         feature_stats = model_lib.feature_statistics(extractor, data_lib.sample_inputs(data.dataset('train', cache=False)))
-    classifier = model_lib.build_classifier(spec, len(names), bases=bases, feature_stats=feature_stats)
     weights = None
     if spec.class_weight == 'auto':
         weights = training.class_weights(counts['train'])
         logger.info('Class weights: %s', ', '.join(f'{names[c]} {w:.3f}' for c, w in weights.items()))
 
-    evaluate_phase = _PhaseEvaluation(classifier, data, counts)
-    head_features = validation_features = None
+    has_validation = bool(counts['eval'].sum())
+    head_features = validation_features = train_arrays = None
     features_seconds = 0.0
-    if spec.cache_features and spec.head_epochs:
-        if not spec.augmentation:  # phase 1 trains the head alone on features
-            head_features, features_seconds = data_lib.cached_features(classifier, data, spec, ('train', 'eval'))
-        elif counts['eval'].sum():  # augmented training images change every epoch, validation ones do not
-            (validation_features,), features_seconds = data_lib.cached_features(classifier, data, spec, ('eval',))
+    on_features = spec.head_on_features or spec.augmentation is None
+    if spec.cache_features and spec.head_epochs != 0:
+        started = time.time()
+        if on_features:  # phase 1 trains the head alone on features of un-augmented images
+            train_arrays = data_lib.feature_arrays(extractor, data, 'train')
+            head_features = (data_lib.features_dataset(*train_arrays, spec, shuffle=True),
+                             data_lib.features_dataset(*data_lib.feature_arrays(extractor, data, 'eval'), spec,
+                                                       shuffle=False) if has_validation else None)
+        elif has_validation:  # augmented training images change every epoch, validation ones do not
+            validation_features = data_lib.features_dataset(
+                *data_lib.feature_arrays(extractor, data, 'eval'), spec, shuffle=False)
+        features_seconds = time.time() - started
+        logger.info('Backbone features computed once in %.1f s', features_seconds)
+
+    saved = checkpoint.load()
+    head_candidates, augmentation_trials = [], []
+    if saved and saved.recipe_choices:  # a resumed run trains as the interrupted one chose
+        spec = spec.model_copy(update=_spec_values(saved.recipe_choices))
+    elif recipe_lib.unchosen_head_keys(spec) or spec.is_unset('augmentation'):
+        if head_features is None:
+            raise ValueError('recipe: auto chooses the head and the augmentation on cached backbone features; '
+                             'with cache_features: false or head_on_features: false set learning_rate, dropout, '
+                             'head_l2, head_epochs and augmentation yourself, or use recipe: tutorial')
+        feature_size = int(train_arrays[0].shape[-1])
+        head_functions = dict(
+            build_head=lambda s: model_lib.build_candidate_head(s, len(names), feature_size, feature_stats),
+            compile_head=lambda model, s: model_lib.compile_head(model, s, binary=len(names) == 2))
+        spec, head_candidates = recipe_lib.choose_head(
+            spec, train_features=head_features[0], validation_features=head_features[1], class_weight=weights,
+            **head_functions)
+        if spec.is_unset('augmentation') and head_features[1] is not None:
+            best_loss = min((c.val_loss for c in head_candidates), default=None)
+            if best_loss is None:  # the config set every head key: measure that head without augmentation
+                best_loss = recipe_lib.head_validation_loss(spec, head_features, weights, **head_functions)
+
+            def augmented(candidate):
+                augmenting = model_lib.build_feature_extractor(spec.model_copy(update=dict(augmentation=candidate)),
+                                                               bases)
+                return data_lib.feature_arrays(augmenting, data, 'train', augmented=True)[0]
+
+            spec, augmentation_trials = recipe_lib.choose_augmentation(
+                spec, train_features=train_arrays, validation_features=head_features[1],
+                augmented_features=augmented, without_augmentation_loss=best_loss, class_weight=weights,
+                **head_functions)
+        elif spec.is_unset('augmentation'):
+            spec = spec.model_copy(update=dict(augmentation=recipe_lib.AUTO_WITHOUT_VALIDATION['augmentation']))
+        features_seconds += sum(c.seconds for c in head_candidates) + sum(t['seconds'] for t in augmentation_trials)
+    choices = recipe_lib.choices_made(configured, spec)
+    logger.info('Recipe %s%s', spec.recipe, ': ' + ', '.join(f'{k} {v}' for k, v in choices.items()) if choices else '')
+
+    classifier = model_lib.build_classifier(spec, len(names), bases=bases, feature_stats=feature_stats)
+    evaluate_phase = _PhaseEvaluation(classifier, data, counts)
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-        evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
-        features_seconds=features_seconds, train_images=int(counts['train'].sum()))
+        evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features, features_seconds=features_seconds,
+        train_images=int(counts['train'].sum()), recipe_choices=choices, trained_head=_chosen_head(head_candidates, choices))
 
     serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
-    _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase)
+    recipe_summary = {
+        'recipe': spec.recipe,
+        'chosen': choices,
+        'head_candidates': [c.as_dict() for c in head_candidates],
+        'augmentation_candidates': augmentation_trials,
+        'kept_head_only_model': state.kept_head_only_model,
+        'hyperparameters_from_tuner': tuned,
+        'reproduce_with': {'recipe': 'tutorial', **choices, **_tuned_as_config(spec, tuned)},
+    }
+    _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase, recipe_summary)
     checkpoint.clear()
 
 
+def _chosen_head(candidates: List[recipe_lib.HeadCandidate], choices: Dict):
+    """(weights, history) of the head recipe auto chose, when it chose the epochs too (else the
+    configured head_epochs are trained)."""
+    best = next((c for c in candidates if c.weights is not None), None)
+    if best is None or choices.get('head_epochs') != best.best_epoch:
+        return None
+    return best.weights, best.history
+
+
+def _spec_values(choices: Dict) -> Dict:
+    """Recorded choices (config values) as spec values: augmentation false is None."""
+    values = dict(choices)
+    if 'augmentation' in values:
+        values['augmentation'] = AugmentationSpec(**values['augmentation']) if values['augmentation'] else None
+    return values
+
+
+def _tuned_as_config(spec: TrainingSpec, tuned: Dict) -> Dict:
+    """The Tuner's values as config keys (hidden_units a list, fine_tune_at per backbone)."""
+    keys = {key: getattr(spec, key) for key in tuned if key != 'fine_tune_at'}
+    if 'fine_tune_at' in tuned:
+        keys['fine_tune_at'] = tuned['fine_tune_at']
+    return keys
+
+
 def _write_reports(directory: str, spec: TrainingSpec, names: List[str], counts: Dict[str, np.ndarray],
-                   state: training.TrainingState, evaluation: _PhaseEvaluation) -> None:
+                   state: training.TrainingState, evaluation: _PhaseEvaluation, recipe_summary: Dict) -> None:
     reports.learning_curves(state.history, state.fine_tune_start_epoch,
                             os.path.join(directory, reports.LEARNING_CURVES_FILE))
     per_class = []
@@ -145,6 +232,7 @@ def _write_reports(directory: str, spec: TrainingSpec, names: List[str], counts:
         'backbones': [{'name': b.name, 'image_size': b.image_size, 'weights': b.weights_description(),
                        'fine_tune_at': b.effective_fine_tune_at} for b in spec.backbones],
         'hyperparameters': {key: value for key, value in spec.model_dump().items() if key != 'backbones'},
+        'recipe': recipe_summary,
         'epochs_trained': state.epochs_done,
         'fine_tune_start_epoch': state.fine_tune_start_epoch,
         'resumed_from_epoch': state.resumed_from_epoch,

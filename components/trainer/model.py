@@ -131,15 +131,7 @@ def build_classifier(spec: TrainingSpec, num_classes: int, bases: Optional[Dict[
         for backbone in spec.backbones:  # fail before training, not after phase 1
             backbones.fine_tune_index(bases[backbone.key], backbone.effective_fine_tune_at)
     extractor = build_feature_extractor(spec, bases)
-    head_layers = []
-    if feature_stats is not None:
-        mean, std = feature_stats
-        head_layers.append(tf_keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
-                                                     name='standardize_features'))
-    head_layers += [tf_keras.layers.Dense(units, activation='relu', name=f'hidden_{index}')
-                    for index, units in enumerate(spec.hidden_units)]
-    head_layers.append(tf_keras.layers.Dropout(spec.dropout, seed=spec.seed, name='dropout'))
-    head_layers.append(tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, name='logits'))
+    head_layers = _head_layers(spec, num_classes, feature_stats)
     x = extractor.outputs[0]
     for layer in head_layers:
         x = layer(x)
@@ -147,6 +139,33 @@ def build_classifier(spec: TrainingSpec, num_classes: int, bases: Optional[Dict[
     model = tf_keras.Model(extractor.inputs, x, name=name)
     return Classifier(model=model, bases=bases, specs=list(spec.backbones), num_classes=num_classes,
                       features=extractor, head_layers=head_layers)
+
+
+def _head_layers(spec: TrainingSpec, num_classes: int,
+                 feature_stats: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> List[tf_keras.layers.Layer]:
+    """[standardisation] -> [hidden Dense layers] -> Dropout -> Dense logits, L2 on the Dense kernels."""
+    layers = []
+    if feature_stats is not None:
+        mean, std = feature_stats
+        layers.append(tf_keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
+                                                name='standardize_features'))
+    regularizer = tf_keras.regularizers.L2(spec.head_l2) if spec.head_l2 else None
+    layers += [tf_keras.layers.Dense(units, activation='relu', kernel_regularizer=regularizer, name=f'hidden_{index}')
+               for index, units in enumerate(spec.hidden_units)]
+    layers.append(tf_keras.layers.Dropout(spec.dropout, seed=spec.seed, name='dropout'))
+    layers.append(tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, kernel_regularizer=regularizer,
+                                        name='logits'))
+    return layers
+
+
+def build_candidate_head(spec: TrainingSpec, num_classes: int, feature_size: int,
+                         feature_stats: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> tf_keras.Model:
+    """A head of its own (feature vector -> logits) with spec's settings, for trying them out."""
+    inputs = tf_keras.Input((feature_size,), name='features')
+    x = inputs
+    for layer in _head_layers(spec, num_classes, feature_stats):
+        x = layer(x)
+    return tf_keras.Model(inputs, x, name='candidate_head')
 
 
 def build_head_model(classifier: Classifier) -> tf_keras.Model:
@@ -165,7 +184,11 @@ def compile_for_evaluation(classifier: Classifier, model: tf_keras.Model) -> Non
 
 
 def _loss_and_metric(classifier: Classifier):
-    if classifier.binary:
+    return _loss_and_metric_for(classifier.binary)
+
+
+def _loss_and_metric_for(binary: bool):
+    if binary:
         return (tf_keras.losses.BinaryCrossentropy(from_logits=True),
                 tf_keras.metrics.BinaryAccuracy(threshold=0.0, name='accuracy'))
     return (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -206,17 +229,35 @@ def compile_for_head(classifier: Classifier, spec: TrainingSpec,
     """Phase 1 (the tutorial: Adam at 1e-4); `model` may be the head alone (build_head_model)."""
     freeze_for_head(classifier)
     model = model or classifier.model
-    loss, metric = _loss_and_metric(classifier)
-    model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate), loss=loss, metrics=[metric])
+    compile_head(model, spec, classifier.binary)
     return model
 
 
-def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec) -> None:
-    """Phase 2 (the tutorial: RMSprop at a tenth of phase 1's learning rate)."""
+def compile_head(model: tf_keras.Model, spec: TrainingSpec, binary: bool) -> None:
+    """Phase 1's optimizer, loss and metric on any model ending in the head."""
+    loss, metric = _loss_and_metric_for(binary)
+    model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate), loss=loss, metrics=[metric])
+
+
+def fine_tune_learning_rate(spec: TrainingSpec, steps_per_epoch: int):
+    """Phase 2's learning rate: constant, or linear warm-up from zero then cosine decay to zero."""
+    rate = spec.effective_fine_tune_learning_rate
+    if spec.fine_tune_schedule != 'cosine':
+        return rate
+    total = max(1, spec.fine_tune_epochs * steps_per_epoch)
+    warmup = min(spec.fine_tune_warmup_epochs * steps_per_epoch, total - 1)
+    if not warmup:
+        return tf_keras.optimizers.schedules.CosineDecay(rate, decay_steps=total)
+    return tf_keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup, warmup_target=rate,
+                                                     warmup_steps=warmup)
+
+
+def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec, steps_per_epoch: int = 1) -> None:
+    """Phase 2 (the tutorial: RMSprop at a tenth of phase 1's learning rate, constant)."""
     unfreeze_for_fine_tuning(classifier)
     loss, metric = _loss_and_metric(classifier)
     classifier.model.compile(
-        optimizer=_OPTIMIZERS[spec.fine_tune_optimizer](spec.effective_fine_tune_learning_rate),
+        optimizer=_OPTIMIZERS[spec.fine_tune_optimizer](fine_tune_learning_rate(spec, steps_per_epoch)),
         loss=loss, metrics=[metric])
 
 

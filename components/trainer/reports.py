@@ -123,6 +123,8 @@ def markdown(summary: Dict[str, Any]) -> str:
     for key, value in summary.get('hyperparameters', {}).items():
         lines.append(f'- {key}: {value}')
     lines.append('')
+    if summary.get('recipe'):
+        lines += recipe_markdown(summary['recipe'])
     if summary.get('phase_metrics'):
         lines += ['## Metrics after each phase', '', '| phase | metric | value |', '| --- | --- | --- |']
         for phase, metrics in summary['phase_metrics'].items():
@@ -136,6 +138,8 @@ def markdown(summary: Dict[str, Any]) -> str:
             lines.append(f'| {row["class"]} | {row["precision"]:.3f} | {row["recall"]:.3f} | {row["f1"]:.3f} '
                          f'| {row["support"]} |')
         lines.append('')
+    if summary.get('tuning'):
+        lines += tuning_markdown(summary['tuning'])
     if 'evaluation' in summary:
         from components.evaluator.evaluation_results import per_class_table
         evaluation = summary['evaluation']
@@ -152,6 +156,66 @@ def markdown(summary: Dict[str, Any]) -> str:
     if 'blessed' in summary:
         lines += [f'**Blessed: {"yes, pushed" if summary["blessed"] else "no, not pushed"}**', '']
     return '\n'.join(lines)
+
+
+def recipe_markdown(recipe: Dict[str, Any]) -> List[str]:
+    """What the recipe chose and why (the Trainer's training summary `recipe`)."""
+    lines = [f'## Recipe: {recipe["recipe"]}', '']
+    if recipe.get('chosen'):
+        lines.append('Chosen: ' + ', '.join(f'{key} {_cell(value)}' for key, value in recipe['chosen'].items()) + '.')
+    candidates = recipe.get('head_candidates') or []
+    if candidates:
+        best = min(candidates, key=lambda c: c['val_loss'])
+        lines += ['', 'Heads tried on cached backbone features (lowest validation loss chosen):', '',
+                  '| learning_rate | dropout | head_l2 | val_loss | val_accuracy | best epoch | s |',
+                  '| --- | --- | --- | --- | --- | --- | --- |']
+        for c in candidates:
+            mark = ' **chosen**' if c is best else ''
+            lines.append(f'| {c["learning_rate"]:g}{mark} | {c["dropout"]:g} | {c["head_l2"]:g} | {c["val_loss"]:.4f} '
+                         f'| {c["val_accuracy"]:.4f} | {c["best_epoch"]} of {c["epochs_run"]} | {c["seconds"]:.1f} |')
+    trials = recipe.get('augmentation_candidates') or []
+    if trials:
+        lines += ['', 'Augmentation for fine-tuning (a head on un-augmented + augmented features):', '']
+        for t in trials:
+            what = ', '.join(f'{k} {v}' for k, v in t['augmentation'].items() if v) if t['augmentation'] else 'none'
+            lines.append(f'- {what}: validation loss {t["val_loss"]:.4f}')
+    if recipe.get('kept_head_only_model'):
+        lines += ['', 'Fine-tuning did not beat the head-only model on validation loss: the model kept is '
+                      'the one phase 1 trained.']
+    if recipe.get('hyperparameters_from_tuner'):
+        lines += ['', 'From the Tuner: ' + ', '.join(f'{k} {_cell(v)}' for k, v in
+                                                      recipe['hyperparameters_from_tuner'].items()) + '.']
+    if recipe.get('reproduce_with'):
+        lines += ['', 'The same training with `recipe: tutorial`: ' + ', '.join(
+            f'`{k}: {_cell(v)}`' for k, v in recipe['reproduce_with'].items() if k != 'recipe') + '.']
+    lines.append('')
+    return lines
+
+
+_STAGE_TITLES = {'head': 'head on cached backbone features', 'fine_tune': 'fine-tuning, best head values fixed'}
+
+
+def tuning_markdown(tuning: Dict[str, Any]) -> List[str]:
+    """The Tuner's trials (ModelReport's `tuning`: components/report/component.tuning_trials), one
+    table per stage sorted by score, the trial whose values the Trainer got marked."""
+    trials = tuning.get('trials', [])
+    lines = ['## Tuner', '', f'{len(trials)} trials, scored by {tuning.get("objective", "val_loss")}; '
+             f'the Trainer got the values of trial {tuning.get("chosen_trial")} (**chosen**).', '']
+    for stage in dict.fromkeys(t['stage'] for t in trials):
+        rows = [t for t in trials if t['stage'] == stage]
+        names = list(dict.fromkeys(name for t in rows for name in t['values']))
+        lines += [f'Stage {stage} ({_STAGE_TITLES.get(stage, stage)}):', '',
+                  '| trial | score | ' + ' | '.join(names) + ' |', '| --- | --- |' + ' --- |' * len(names)]
+        for t in rows:
+            cells = [_cell(t['values'].get(name, '')) for name in names]
+            trial = f'**{t["trial_id"]} chosen**' if t.get('chosen') else t['trial_id']
+            lines.append(f'| {trial} | {t["score"]:.4f} | ' + ' | '.join(cells) + ' |')
+        lines.append('')
+    return lines
+
+
+def _cell(value: Any) -> str:
+    return f'{value:.3g}' if isinstance(value, float) else str(value)
 
 
 def write_markdown(summary: Dict[str, Any], path: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, List, Literal, Optional, Tuple, Union
 
-from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from components.strict_spec import StrictSpec, is_remote
 
@@ -114,32 +114,57 @@ class AugmentationSpec(StrictSpec):
 
 
 def _augmentation_from_switch(value: Any) -> Any:
-    """`augmentation: true` means the defaults, `false` (or null) means none."""
+    """`augmentation: true` means the tutorial's, `false` (or null) none, `auto` the recipe's choice."""
     if value is True:
         return AugmentationSpec()
     if value is False:
         return None
+    if isinstance(value, dict):  # validated here, so that an error names the key, not a union member
+        try:
+            return AugmentationSpec(**value)
+        except ValidationError as error:
+            raise ValueError('; '.join(f'{".".join(map(str, e["loc"]))}: {e["msg"]}' for e in error.errors())) from None
     return value
 
 
-class RecipeSpec(StrictSpec):
-    """The head and the two-phase training recipe: the same keys in the config and the spec."""
+RecipeName = Literal['auto', 'tutorial']
 
+
+class RecipeSpec(StrictSpec):
+    """The head and the two-phase training recipe: the same keys in the config and the spec.
+
+    Keys left unset (None) are the recipe's to choose (components/trainer/recipe.py):
+    `tutorial` takes TensorFlow's tutorial's numbers, `auto` chooses the head's on the
+    validation split and fine-tunes with early stopping and a schedule. A key that is set is
+    used as it is by either recipe.
+    """
+
+    recipe: RecipeName = 'auto'
     head: Literal['auto', 'gap', 'max', 'flatten'] = 'auto'
     hidden_units: List[int] = Field(default_factory=list)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: Optional[float] = Field(None, ge=0, lt=1)
+    # L2 penalty on the head's Dense kernels (added to the loss in both phases).
+    head_l2: Optional[float] = Field(None, ge=0)
     batch_size: int = Field(32, ge=1)
-    head_epochs: int = Field(10, ge=0)
-    fine_tune_epochs: int = Field(10, ge=0)
-    learning_rate: float = Field(1e-4, gt=0)
+    head_epochs: Optional[int] = Field(None, ge=0)
+    fine_tune_epochs: Optional[int] = Field(None, ge=0)
+    learning_rate: Optional[float] = Field(None, gt=0)
     fine_tune_learning_rate: Optional[float] = Field(None, gt=0)
+    # Phase 2's learning rate over time: constant, or warm-up then cosine decay to zero at the
+    # last of fine_tune_epochs (fine_tune_warmup_epochs of linear warm-up from zero).
+    fine_tune_schedule: Optional[Literal['constant', 'cosine']] = None
+    fine_tune_warmup_epochs: Optional[int] = Field(None, ge=0)
     head_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'adam'
     fine_tune_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'rmsprop'
-    augmentation: Optional[AugmentationSpec] = AugmentationSpec()
+    # auto: the recipe's (tutorial: flip and rotation 0.2; auto: chosen on the validation split).
+    augmentation: Union[Literal['auto'], AugmentationSpec, None] = 'auto'
+    # Phase 1 on backbone features of the un-augmented training images, computed once (the
+    # augmentation then applies to phase 2 only); false: on augmented images, as the tutorial.
+    head_on_features: Optional[bool] = None
     # auto: weight each class by n_train / (n_classes * n_class) so rare classes count as much.
     class_weight: Literal['none', 'auto'] = 'none'
     # Stop a phase when validation loss has not improved for this many epochs, keeping the best
-    # weights; unset: train every epoch, as the tutorial does.
+    # weights (in phase 2 the head-only model counts as a candidate too).
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     seed: int = 42
     # Same seed, same data, same code: identical metrics on rerun (slower on some ops).
@@ -164,14 +189,25 @@ class RecipeSpec(StrictSpec):
 
     @model_validator(mode='after')
     def _something_to_train(self) -> 'RecipeSpec':
-        if self.head_epochs + self.fine_tune_epochs == 0:
+        if self.head_epochs == 0 and self.fine_tune_epochs == 0:
             raise ValueError('head_epochs and fine_tune_epochs are both 0: nothing would be trained')
         return self
 
     @property
     def effective_fine_tune_learning_rate(self) -> float:
-        """The tutorial fine-tunes at a tenth of the head's learning rate."""
+        """Set, or the tutorial's rule: a tenth of the head's learning rate."""
         return self.fine_tune_learning_rate or self.learning_rate / 10
+
+    def is_unset(self, key: str) -> bool:
+        """Whether the recipe is to choose `key` (None, or `auto` for augmentation)."""
+        value = getattr(self, key)
+        return value == 'auto' if key == 'augmentation' else value is None
+
+
+# The keys a recipe chooses when the config leaves them unset.
+RECIPE_CHOICES = ('learning_rate', 'dropout', 'head_l2', 'head_epochs', 'augmentation', 'fine_tune_epochs',
+                  'fine_tune_learning_rate', 'fine_tune_schedule', 'fine_tune_warmup_epochs', 'head_on_features',
+                  'early_stopping_patience')
 
 
 class TrainingSpec(RecipeSpec):

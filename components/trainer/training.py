@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -22,12 +23,14 @@ import tensorflow as tf
 import tf_keras
 
 from components.trainer import model as model_lib
+from components.trainer import recipe
 from components.trainer.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
 
 HEAD, FINE_TUNE = 'head', 'fine-tuning'
 _STATE_FILE = 'state.json'
+BEST_PREFIX = 'best'
 
 
 def checkpoint_key(*inputs) -> str:
@@ -46,6 +49,14 @@ class TrainingState:
     phase_metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
     weights_prefix: Optional[str] = None
     resumed_from_epoch: Optional[int] = None
+    # The lowest validation loss of the current phase so far, its epoch (counted across both
+    # phases; the phase's start_epoch for the weights it started from) and phase; its weights
+    # are in the checkpoint under BEST_PREFIX.
+    best: Optional[Dict[str, object]] = None
+    # Phase 2 ended with the weights phase 1 left (no fine-tuning epoch beat them).
+    kept_head_only_model: bool = False
+    # What the recipe chose (recipe.choices_made), so a resumed run trains the same way.
+    recipe_choices: Optional[Dict[str, object]] = None
 
 
 class TrainingCheckpoint:
@@ -87,6 +98,13 @@ class TrainingCheckpoint:
             checkpoint = tf.train.Checkpoint(model=model)
         checkpoint.read(os.path.join(self.directory, state.weights_prefix)).expect_partial()
 
+    def save_best(self, model: tf_keras.Model) -> None:
+        tf.io.gfile.makedirs(self.directory)
+        tf.train.Checkpoint(model=model).write(os.path.join(self.directory, BEST_PREFIX))
+
+    def restore_best(self, model: tf_keras.Model) -> None:
+        tf.train.Checkpoint(model=model).read(os.path.join(self.directory, BEST_PREFIX)).expect_partial()
+
     def clear(self) -> None:
         if tf.io.gfile.exists(self.directory):
             tf.io.gfile.rmtree(self.directory)
@@ -112,6 +130,59 @@ class _ValidationOnFeatures(tf_keras.callbacks.Callback):
             logs.update({f'val_{name}': value for name, value in results.items()})
 
 
+class _KeepBest(tf_keras.callbacks.Callback):
+    """Early stopping on validation loss that ends the phase with its best weights.
+
+    Unlike Keras' EarlyStopping, the weights the phase started from can win (start_loss: their
+    validation loss; phase 2 starts from phase 1's model), and the best weights are written to
+    the checkpoint folder, so a resumed run still knows them. Must come before _EpochEnd, which
+    saves the state this updates.
+    """
+
+    def __init__(self, patience: int, checkpoint: TrainingCheckpoint, state: TrainingState, phase: str,
+                 classifier_model: tf_keras.Model, start_loss: Optional[float] = None):
+        super().__init__()
+        self._patience, self._checkpoint, self._state, self._phase = patience, checkpoint, state, phase
+        self._classifier_model = classifier_model
+        if state.best is None or state.best.get('phase') != phase:  # a new phase, not a resumed one
+            state.best = None
+            if start_loss is not None:
+                state.best = dict(phase=phase, val_loss=float(start_loss), epoch=state.epochs_done,
+                                  start_epoch=state.epochs_done)
+                checkpoint.save_best(classifier_model)
+        self._last_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get('val_loss')
+        if loss is None:
+            return
+        self._last_epoch = epoch + 1
+        best = self._state.best
+        if best is None or loss < best['val_loss']:
+            self._state.best = dict(best or {}, phase=self._phase, val_loss=float(loss), epoch=epoch + 1)
+            self._checkpoint.save_best(self._classifier_model)
+        elif epoch + 1 - best['epoch'] >= self._patience:
+            logger.info('%s: validation loss has not improved for %d epochs, stopping', self._phase, self._patience)
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        best = self._state.best
+        if best is None or best['epoch'] == self._last_epoch:
+            return
+        self._checkpoint.restore_best(self._classifier_model)
+        if best['epoch'] == best.get('start_epoch'):
+            logger.info('%s: no epoch beat the model the phase started from (validation loss %.4f): keeping it',
+                        self._phase, best['val_loss'])
+        else:
+            logger.info('%s: keeping the weights of epoch %d (validation loss %.4f)', self._phase,
+                        best['epoch'], best['val_loss'])
+
+    @property
+    def kept_start_weights(self) -> bool:
+        best = self._state.best
+        return best is not None and best['epoch'] == best.get('start_epoch')
+
+
 class _EpochEnd(tf_keras.callbacks.Callback):
     """Records the epoch's metrics, logs one line, and checkpoints the whole classifier."""
 
@@ -132,6 +203,11 @@ class _EpochEnd(tf_keras.callbacks.Callback):
         logger.info('epoch %d/%d (%s): %s', epoch + 1, self._total, self._phase, metrics)
 
 
+def _count_batches(dataset: tf.data.Dataset) -> int:
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality > 0 else sum(1 for _ in dataset)
+
+
 def class_weights(counts: np.ndarray) -> Dict[int, float]:
     """n / (num_classes * n_c) from training images per class: each class then weighs as much
     in the loss as in a balanced dataset (scikit-learn's compute_class_weight('balanced'))."""
@@ -149,15 +225,20 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
                      head_features: Optional[Tuple[tf.data.Dataset, tf.data.Dataset]] = None,
                      validation_features: Optional[tf.data.Dataset] = None,
                      features_seconds: float = 0.0,
-                     train_images: Optional[int] = None) -> TrainingState:
+                     train_images: Optional[int] = None,
+                     recipe_choices: Optional[Dict[str, object]] = None,
+                     trained_head: Optional[Tuple[List[np.ndarray], Dict[str, List[float]]]] = None) -> TrainingState:
     """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each.
 
-    head_features: (train, validation) datasets of the frozen backbones' features, computed
-    once: phase 1 then trains the head alone on them (only valid without augmentation).
+    head_features: (train, validation or None) datasets of the frozen backbones' features of
+    un-augmented images, computed once: phase 1 then trains the head alone on them.
     validation_features: the validation split's features alone (with augmentation on):
     phase 1 validates the head on them instead of running the backbone over the split again.
     features_seconds: the time it took to compute them, counted in phase 1's time.
     train_images: the number of training images, to report images per second.
+    recipe_choices: what the recipe chose, kept in the checkpoint for a resumed run.
+    trained_head: (weights of the head layers, history) of a head already trained on the
+    cached features (recipe.choose_head's best candidate): phase 1 takes it instead of training.
     """
     state = checkpoint.load()
     completed_before = list(state.completed_phases) if state else []
@@ -169,18 +250,22 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
                        ', '.join(state.completed_phases) + ' finished' if state.completed_phases else
                        f'{state.phase} phase', checkpoint.directory)
     else:
-        state = TrainingState()
+        state = TrainingState(recipe_choices=recipe_choices)
+    if recipe.missing(spec):
+        raise ValueError(f'the recipe has not chosen {", ".join(recipe.missing(spec))} (see recipe.resolve)')
     total = spec.head_epochs + spec.fine_tune_epochs
     model = classifier.model
 
     timings: Dict[str, Dict[str, float]] = {}
 
     def fit(phase: str, epochs: int, fit_model: tf_keras.Model, data: tf.data.Dataset,
-            validation_data: Optional[tf.data.Dataset], validation: Optional[_ValidationOnFeatures] = None) -> None:
+            validation_data: Optional[tf.data.Dataset], validation: Optional[_ValidationOnFeatures] = None,
+            start_loss: Optional[float] = None) -> Optional[_KeepBest]:
         phase_callbacks = [_EpochEnd(checkpoint, state, phase, total, model), *callbacks]
+        keep_best = None
         if spec.early_stopping_patience:
-            phase_callbacks.insert(0, tf_keras.callbacks.EarlyStopping(
-                monitor='val_loss', patience=spec.early_stopping_patience, restore_best_weights=True))
+            keep_best = _KeepBest(spec.early_stopping_patience, checkpoint, state, phase, model, start_loss)
+            phase_callbacks.insert(0, keep_best)
         if validation is not None:
             phase_callbacks.insert(0, validation)
         first_epoch = state.epochs_done
@@ -192,6 +277,7 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         timings[phase] = {'seconds': seconds, 'epochs': state.epochs_done - first_epoch}
         if train_images:
             timings[phase]['images_per_second'] = train_images * timings[phase]['epochs'] / seconds
+        return keep_best
 
     def finish(phase: str) -> None:
         state.completed_phases.append(phase)
@@ -199,6 +285,18 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         # The weights only (the next phase has a new optimizer); with early stopping, the best.
         checkpoint.save(model, state)
 
+    if spec.head_epochs and HEAD not in state.completed_phases and trained_head is not None:
+        head_weights, history = trained_head
+        model_lib.build_head_model(classifier).set_weights(head_weights)
+        for key, values in history.items():
+            state.history[key] = list(values)
+        state.epochs_done, state.phase = len(history['val_loss']), HEAD
+        timings[HEAD] = {'seconds': features_seconds, 'epochs': state.epochs_done}
+        logger.info('Phase 1: the head the recipe chose is already trained on the cached features (%d epochs)',
+                    state.epochs_done)
+        model_lib.compile_for_head(classifier, spec)  # to evaluate the whole classifier
+        finish(HEAD)
+        trained_now = True
     if spec.head_epochs and HEAD not in state.completed_phases:
         head_model = model_lib.build_head_model(classifier) if head_features else model
         model_lib.compile_for_head(classifier, spec, head_model)
@@ -222,7 +320,8 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         finish(HEAD)
         trained_now = True
     if spec.fine_tune_epochs and FINE_TUNE not in state.completed_phases:
-        model_lib.compile_for_fine_tuning(classifier, spec)
+        steps_per_epoch = math.ceil(train_images / spec.batch_size) if train_images else _count_batches(train)
+        model_lib.compile_for_fine_tuning(classifier, spec, steps_per_epoch)
         if state.phase == FINE_TUNE:
             checkpoint.restore(model, state, optimizer=model.optimizer, variables=model.trainable_variables)
             epochs_left = state.fine_tune_start_epoch + spec.fine_tune_epochs - state.epochs_done
@@ -235,7 +334,12 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)',
                     ', '.join(f'{b.name} from layer {b.effective_fine_tune_at}' for b in spec.backbones),
                     epochs_left, trainable, frozen)
-        fit(FINE_TUNE, epochs_left, model, train, validation)
+        keep_best = fit(FINE_TUNE, epochs_left, model, train, validation,
+                        start_loss=state.phase_metrics.get(HEAD, {}).get('eval_loss'))
+        state.kept_head_only_model = bool(keep_best and keep_best.kept_start_weights)
+        if state.kept_head_only_model:
+            logger.warning('Fine-tuning did not improve on the head-only model\'s validation loss: the model '
+                           'trained so far is kept, as phase 1 left it')
         finish(FINE_TUNE)
         trained_now = True
     if completed_before and not trained_now:  # interrupted after the last phase had ended

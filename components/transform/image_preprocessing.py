@@ -15,16 +15,19 @@ from components.transform.spec import PreprocessingSpec
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-    """Decodes, forces 3 channels, resizes and scales as each backbone expects.
+    """Decodes (transparency composited onto `background`), makes square (`resize`), scales per backbone.
 
     Each image is decoded once per distinct size. The label passes through; it is dropped
-    automatically at serving time, where only `image_raw` is fed.
+    automatically at serving time, where only `image_raw` is fed. Keys missing from
+    custom_config take PreprocessingSpec's defaults.
     """
-    spec = PreprocessingSpec(**{key: custom_config[key] for key in PreprocessingSpec.model_fields})
+    spec = PreprocessingSpec(**{key: custom_config[key] for key in PreprocessingSpec.model_fields
+                                if key in custom_config})
     decoded = {}
     outputs = {LABEL_KEY: tf.reshape(inputs[LABEL_KEY], [-1])}
     for item in spec.inputs:
         if item.image_size not in decoded:
-            decoded[item.image_size] = decode_images(inputs[IMAGE_KEY], item.image_size)
+            decoded[item.image_size] = decode_images(inputs[IMAGE_KEY], item.image_size, spec.background,
+                                                   spec.resize)
         outputs[item.key] = backbones.get(item.backbone).preprocess(decoded[item.image_size])
     return outputs

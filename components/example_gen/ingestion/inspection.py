@@ -1,17 +1,22 @@
 """One file's bytes -> ingested as they are, converted once, or refused with a reason.
 
-The rule is what Transform can decode (components.transform.image_decoding.decode_rgb: JPEG, PNG, GIF
-first frame, BMP):
+The rule is what Transform can decode and show as the file means it
+(components.transform.image_decoding: JPEG, PNG, GIF first frame, BMP; alpha is composited
+there, onto the configured background, so that ingestion does not depend on it):
 
 1. The header is read with Pillow, never the pixels: an image with more than `max_pixels`
    pixels (a decompression bomb) is refused before anything decodes it.
 2. If its EXIF orientation says the camera was held sideways (and `apply_exif_orientation`),
    it is converted: TensorFlow ignores EXIF, so the photo would otherwise train lying down.
-3. Otherwise, if TensorFlow decodes it, the bytes pass untouched. With TensorFlow 2.16 this
-   includes CMYK JPEGs, 16-bit and palette PNGs with transparency.
-4. Otherwise, if Pillow decodes it (TIFF, WebP, AVIF, JPEGs TensorFlow refuses, ...), it is
-   converted once, here, to what Transform reads: JPEG (quality 95) when it came from a JPEG,
-   lossless PNG otherwise; 8-bit grayscale or RGB, alpha dropped, first frame only.
+3. Otherwise, if TensorFlow decodes it, the bytes pass untouched (with TensorFlow 2.16 that
+   includes CMYK JPEGs, 16-bit PNGs, and PNGs with alpha or palette transparency, which it
+   decodes with their alpha), unless they hold transparency TensorFlow's decoders ignore: a
+   transparent GIF (TensorFlow paints those pixels black, with no alpha to composite) or a
+   gray or RGB PNG with one transparent colour (tRNS).
+4. Otherwise (and for the transparency of 3), if Pillow decodes it (TIFF, WebP, AVIF, JPEGs
+   TensorFlow refuses, ...), it is converted once, here, to what Transform reads: JPEG
+   (quality 95) when it came from a JPEG, lossless PNG otherwise; 8-bit gray or RGB, with
+   alpha (LA, RGBA) when some pixel is not opaque; first frame only.
 5. Anything else is refused: not an image, or truncated/corrupt image data.
 """
 from __future__ import annotations
@@ -19,13 +24,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from components.transform.image_decoding import decode_error_reason, decode_rgb
+from components.transform.image_decoding import decode_error_reason, decode_pixels
 from components.example_gen.ingestion import skips
 
 # Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS outright (DecompressionBombError) and
@@ -71,7 +76,9 @@ def inspect(data: bytes, max_pixels: int, apply_exif_orientation: bool) -> Union
     if orientation == _NORMAL_ORIENTATION:
         tensorflow_error = _tensorflow_decode_error(data)
         if not tensorflow_error:
-            return Ingested(data)
+            if not _transparency_tensorflow_ignores(image):
+                return Ingested(data)
+            return _convert(image, orientation, tensorflow_error, untouched=data)
     return _convert(image, orientation, tensorflow_error)
 
 
@@ -85,16 +92,29 @@ def _orientation(image: Image.Image) -> int:
     return orientation if orientation in range(1, 9) else _NORMAL_ORIENTATION
 
 
+def _transparency_tensorflow_ignores(image: Image.Image) -> bool:
+    """A transparent GIF, or a non-palette PNG with a transparent colour (read from the header)."""
+    if 'transparency' not in image.info:
+        return False
+    return image.format == 'GIF' or (image.format == 'PNG' and image.mode != 'P')
+
+
 def _tensorflow_decode_error(data: bytes) -> str:
     """'' if Transform's decoder reads the bytes, else its reason."""
     try:
-        decode_rgb(tf.constant(data))
+        decode_pixels(tf.constant(data))
     except tf.errors.OpError as error:
         return decode_error_reason(error.message)
     return ''
 
 
-def _convert(image: Image.Image, orientation: int, tensorflow_error: str) -> Union[Ingested, Refused]:
+def _convert(image: Image.Image, orientation: int, tensorflow_error: str,
+             untouched: Optional[bytes] = None) -> Union[Ingested, Refused]:
+    """Pillow's pixels as PNG (or JPEG for a JPEG source), 8-bit, alpha kept.
+
+    `untouched`: the bytes, when TensorFlow decodes them and only transparency it would ignore
+    is why they are converted; they pass as they are if no pixel turns out to be transparent.
+    """
     source_format, source = image.format, f'{image.format} {image.mode}'
     frames = getattr(image, 'n_frames', 1)
     try:
@@ -105,7 +125,9 @@ def _convert(image: Image.Image, orientation: int, tensorflow_error: str) -> Uni
     except Exception as error:  # noqa: BLE001  Pillow's decoders raise many types on broken data
         because = f'TensorFlow: {tensorflow_error}; ' if tensorflow_error else ''
         return Refused(skips.CORRUPT_IMAGE, f'{because}Pillow: {error}')
-    target = 'JPEG' if source_format in _LOSSY_SOURCES else 'PNG'
+    if untouched is not None and not pixels.mode.endswith('A'):
+        return Ingested(untouched)  # the transparent colour is on no pixel: nothing to keep
+    target = 'JPEG' if source_format in _LOSSY_SOURCES and pixels.mode in ('L', 'RGB') else 'PNG'
     buffer = io.BytesIO()
     pixels.save(buffer, format=target, **({'quality': _JPEG_QUALITY} if target == 'JPEG' else {}))
     encoded = buffer.getvalue()
@@ -113,18 +135,26 @@ def _convert(image: Image.Image, orientation: int, tensorflow_error: str) -> Uni
     if still_failing:
         return Refused(skips.CORRUPT_IMAGE, f'converted with Pillow, but TensorFlow still fails: {still_failing}')
     steps = [f'EXIF orientation {orientation} applied'] if orientation != _NORMAL_ORIENTATION else []
+    if untouched is not None:
+        steps.append('transparency TensorFlow ignores kept as alpha')
     if frames > 1:
         steps.append(f'first of {frames} frames')
     return Ingested(encoded, f'{source} -> {target} {pixels.mode}' + ''.join(f', {step}' for step in steps))
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """8-bit grayscale or RGB; alpha is dropped, as TensorFlow's decoder drops it."""
+    """8-bit L, LA, RGB or RGBA: alpha is kept (Transform composites it onto the background)
+    unless every pixel is opaque; palette and single-colour transparency become alpha."""
     if image.mode.startswith('I'):  # 16- or 32-bit integer grayscale: scale, do not clip
         values = np.asarray(image).astype(np.uint32)
-        return Image.fromarray((np.minimum(values, 65535) // 257).astype(np.uint8), 'L')
-    if image.mode in ('1', 'L', 'LA', 'La', 'F'):
-        return image.convert('L')
-    if image.mode == 'P':
-        image = image.convert('RGBA')  # palette transparency is resolved through RGBA
-    return image.convert('RGB')
+        pixels = Image.fromarray((np.minimum(values, 65535) // 257).astype(np.uint8), 'L')
+        transparent = image.info.get('transparency')
+        if isinstance(transparent, int):  # the 16-bit value that is transparent (tRNS)
+            pixels.putalpha(Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8), 'L'))
+    elif image.mode in ('1', 'L', 'LA', 'La', 'F'):
+        pixels = image.convert('LA')
+    else:
+        pixels = image.convert('RGBA')
+    if pixels.mode.endswith('A') and pixels.getchannel('A').getextrema() == (255, 255):
+        return pixels.convert(pixels.mode[:-1])  # opaque: L or RGB
+    return pixels

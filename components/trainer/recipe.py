@@ -1,0 +1,247 @@
+"""The two recipes: the numbers the Trainer uses for the keys a config leaves unset.
+
+`tutorial` is TensorFlow's transfer-learning tutorial as it is: the head for 10 epochs with
+Adam at 1e-4 on augmented images, then 10 epochs of fine-tuning with RMSprop at a tenth of
+that, dropout 0.2, every epoch trained.
+
+`auto` keeps the same shape (frozen backbone + head, then the top of the backbone fine-tuned,
+BatchNorm in inference mode) and chooses its numbers:
+- phase 1 trains the head on backbone features of the training images computed once, which
+  makes an epoch cost a fraction of a second, so the head is trained to convergence: its
+  learning rate, then its regularisation (dropout, L2), are chosen by the lowest validation
+  loss, each candidate trained with early stopping; the best candidate, at its best epoch, is
+  phase 1's result (choose_head);
+- phase 2's augmentation is chosen among none, flips, and the tutorial's flips and rotations,
+  by whether the augmented images' features help that head on the validation split
+  (choose_augmentation);
+- phase 2 fine-tunes for up to AUTO['fine_tune_epochs'] epochs with that augmentation, a linear
+  warm-up and a cosine decay (bench/results/fine_tune_schedule.md), and early stopping on
+  validation loss that keeps the best weights, the head-only model included: if fine-tuning
+  never beats it, the recipe keeps the phase-1 model and says so.
+Every choice is logged and written to the training summary as config keys, so that
+`recipe: tutorial` with those keys set trains the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from components.trainer.spec import RECIPE_CHOICES, AugmentationSpec, TrainingSpec
+
+logger = logging.getLogger(__name__)
+
+TUTORIAL = dict(learning_rate=1e-4, dropout=0.2, head_l2=0.0, head_epochs=10, fine_tune_epochs=10,
+                fine_tune_schedule='constant', fine_tune_warmup_epochs=0, head_on_features=False,
+                augmentation=AugmentationSpec())
+# What auto fixes without looking at the data. fine_tune_epochs is a maximum (early stopping).
+AUTO = dict(fine_tune_epochs=10, fine_tune_learning_rate=3e-5, fine_tune_schedule='cosine',
+            fine_tune_warmup_epochs=1, head_on_features=True, early_stopping_patience=3)
+# Candidates for the head, trained on cached features: first the learning rate (with the
+# tutorial's regularisation), then the regularisation at the best learning rate.
+AUTO_LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)
+AUTO_REGULARISATION = ((0.2, 0.0), (0.5, 0.0), (0.2, 1e-3), (0.5, 1e-3))  # (dropout, head_l2)
+AUTO_HEAD_MAX_EPOCHS = 100
+AUTO_HEAD_PATIENCE = 5
+# Phase 2's augmentation, chosen by how a head trained on the features of un-augmented plus
+# once-augmented training images does on the validation split: none, flips, or the
+# tutorial's flips and rotations of up to 0.2 turns (which hurt when every image is upright).
+AUTO_AUGMENTATIONS = (None, AugmentationSpec(flip=True, rotation=0.0), AugmentationSpec())
+# Without a validation split nothing can be chosen on it: these are used instead.
+AUTO_WITHOUT_VALIDATION = dict(learning_rate=1e-3, dropout=0.2, head_l2=0.0, head_epochs=20,
+                               augmentation=AugmentationSpec())
+HEAD_KEYS = ('learning_rate', 'dropout', 'head_l2', 'head_epochs')
+
+
+def resolve(spec: TrainingSpec) -> TrainingSpec:
+    """The spec with every unset key the recipe fixes without data filled in.
+
+    For `auto`, the head's keys that are unset stay unset: choose_head fills them. Keys the
+    config sets are never changed. early_stopping_patience unset means none in `tutorial`.
+    """
+    if spec.recipe == 'tutorial':
+        choices = dict(TUTORIAL)
+    else:
+        choices = dict(AUTO)
+    update = {key: value for key, value in choices.items() if spec.is_unset(key)}
+    return spec.model_copy(update=update)
+
+
+def unchosen_head_keys(spec: TrainingSpec) -> List[str]:
+    """The head's keys still unset (choose_head's work); empty for tutorial or when all are set."""
+    return [key for key in HEAD_KEYS if spec.is_unset(key)]
+
+
+def missing(spec: TrainingSpec) -> List[str]:
+    """Keys no recipe has filled yet; training needs none (early_stopping_patience may stay unset)."""
+    return [key for key in RECIPE_CHOICES
+            if key not in ('early_stopping_patience', 'fine_tune_learning_rate') and spec.is_unset(key)]
+
+
+@dataclasses.dataclass
+class HeadCandidate:
+    """One head trained on cached features while choosing: its settings and what it scored."""
+    learning_rate: float
+    dropout: float
+    head_l2: float
+    val_loss: float = float('inf')
+    val_accuracy: float = 0.0
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    # The trained head at its best epoch, and its history up to that epoch (not in as_dict).
+    weights: Optional[List[np.ndarray]] = dataclasses.field(default=None, repr=False)
+    history: Optional[Dict[str, List[float]]] = dataclasses.field(default=None, repr=False)
+
+    def as_dict(self) -> Dict[str, float]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in ('weights', 'history')}
+
+
+def choose_head(spec: TrainingSpec, build_head: Callable[[TrainingSpec], tf_keras.Model],
+                compile_head: Callable[[tf_keras.Model, TrainingSpec], None],
+                train_features: tf.data.Dataset, validation_features: Optional[tf.data.Dataset],
+                class_weight: Optional[Dict[int, float]] = None) -> Tuple[TrainingSpec, List[HeadCandidate]]:
+    """`auto`'s phase-1 numbers, chosen on the validation split's features.
+
+    build_head(spec) returns a new head (feature vector -> logits) with spec's dropout and
+    L2; compile_head(model, spec) compiles it with spec's optimizer and learning rate. Only
+    the keys the config left unset are chosen: a set learning rate stays fixed while the
+    regularisation is chosen, and so on. The best candidate keeps its trained weights (at its
+    best epoch) and history: it is phase 1's result, not trained again.
+    """
+    unset = unchosen_head_keys(spec)
+    if not unset:
+        return spec, []
+    if validation_features is None:
+        chosen = {key: AUTO_WITHOUT_VALIDATION[key] for key in unset}
+        logger.warning('recipe auto: no validation images, so nothing can be chosen on them; using %s',
+                       ', '.join(f'{k} {v}' for k, v in chosen.items()))
+        return spec.model_copy(update=chosen), []
+
+    candidates: List[HeadCandidate] = []
+
+    def trial(learning_rate: float, dropout: float, head_l2: float) -> HeadCandidate:
+        for done in candidates:
+            if (done.learning_rate, done.dropout, done.head_l2) == (learning_rate, dropout, head_l2):
+                return done
+        candidate = HeadCandidate(learning_rate, dropout, head_l2)
+        trial_spec = spec.model_copy(update=dict(learning_rate=learning_rate, dropout=dropout, head_l2=head_l2))
+        tf_keras.utils.set_random_seed(spec.seed)
+        head = build_head(trial_spec)
+        compile_head(head, trial_spec)
+        stop = tf_keras.callbacks.EarlyStopping(monitor='val_loss', patience=AUTO_HEAD_PATIENCE,
+                                                restore_best_weights=True)
+        started = time.time()
+        history = head.fit(train_features, validation_data=validation_features, epochs=AUTO_HEAD_MAX_EPOCHS,
+                           class_weight=class_weight, verbose=0, callbacks=[stop]).history
+        best = int(np.argmin(history['val_loss']))
+        candidate.val_loss = float(history['val_loss'][best])
+        candidate.val_accuracy = float(history['val_accuracy'][best])
+        candidate.best_epoch, candidate.epochs_run = best + 1, len(history['val_loss'])
+        candidate.seconds = time.time() - started
+        if all(candidate.val_loss < other.val_loss for other in candidates):  # the best so far: keep it
+            for other in candidates:
+                other.weights = other.history = None
+            candidate.weights = head.get_weights()
+            candidate.history = {key: [float(v) for v in values[:best + 1]] for key, values in history.items()}
+        logger.info('recipe auto: head with learning_rate %g, dropout %g, head_l2 %g: best val_loss %.4f '
+                    '(val_accuracy %.4f) at epoch %d of %d, %.1f s', learning_rate, dropout, head_l2,
+                    candidate.val_loss, candidate.val_accuracy, candidate.best_epoch, candidate.epochs_run,
+                    candidate.seconds)
+        candidates.append(candidate)
+        return candidate
+
+    dropout = spec.dropout if spec.dropout is not None else TUTORIAL['dropout']
+    head_l2 = spec.head_l2 if spec.head_l2 is not None else TUTORIAL['head_l2']
+    rates = AUTO_LEARNING_RATES if spec.learning_rate is None else (spec.learning_rate,)
+    best = min((trial(rate, dropout, head_l2) for rate in rates), key=lambda c: c.val_loss)
+    regularisation = [(d if spec.dropout is None else spec.dropout, l2 if spec.head_l2 is None else spec.head_l2)
+                      for d, l2 in AUTO_REGULARISATION]
+    if spec.dropout is None or spec.head_l2 is None:
+        best = min((trial(best.learning_rate, d, l2) for d, l2 in dict.fromkeys(regularisation)),
+                   key=lambda c: c.val_loss)
+    chosen = dict(learning_rate=best.learning_rate, dropout=best.dropout, head_l2=best.head_l2,
+                  head_epochs=best.best_epoch)
+    chosen = {key: chosen[key] for key in unset}
+    logger.info('recipe auto chose for the head (lowest validation loss of %d candidates): %s', len(candidates),
+                ', '.join(f'{k} {v:g}' for k, v in chosen.items()))
+    return spec.model_copy(update=chosen), candidates
+
+
+def head_validation_loss(spec: TrainingSpec, head_features: Tuple[tf.data.Dataset, tf.data.Dataset],
+                         class_weight: Optional[Dict[int, float]], build_head: Callable[[TrainingSpec], tf_keras.Model],
+                         compile_head: Callable[[tf_keras.Model, TrainingSpec], None]) -> float:
+    """The best validation loss of a head with spec's settings trained on features (early stopping)."""
+    tf_keras.utils.set_random_seed(spec.seed)
+    head = build_head(spec)
+    compile_head(head, spec)
+    history = head.fit(head_features[0], validation_data=head_features[1], epochs=AUTO_HEAD_MAX_EPOCHS,
+                       class_weight=class_weight, verbose=0, callbacks=[tf_keras.callbacks.EarlyStopping(
+                           monitor='val_loss', patience=AUTO_HEAD_PATIENCE)]).history
+    return float(min(history['val_loss']))
+
+
+def choose_augmentation(spec: TrainingSpec, build_head: Callable[[TrainingSpec], tf_keras.Model],
+                        compile_head: Callable[[tf_keras.Model, TrainingSpec], None],
+                        train_features: Tuple[np.ndarray, np.ndarray], validation_features: tf.data.Dataset,
+                        augmented_features: Callable[[AugmentationSpec], np.ndarray],
+                        without_augmentation_loss: float,
+                        class_weight: Optional[Dict[int, float]] = None) -> Tuple[TrainingSpec, List[Dict]]:
+    """`auto`'s phase-2 augmentation: the candidate whose augmented images help the head most.
+
+    For each candidate, augmented_features(candidate) gives the features of one augmented pass
+    over the training images (in the order of train_features); a head with spec's settings is
+    trained on both passes with early stopping, and its best validation loss is compared with
+    without_augmentation_loss (the same head on the un-augmented pass alone). An augmentation
+    that makes the images unlike the validation ones (rotated clothes that are always upright)
+    makes it worse.
+    """
+    if not spec.is_unset('augmentation'):
+        return spec, []
+    features, labels = train_features
+    trials = [dict(augmentation=None, val_loss=float(without_augmentation_loss), seconds=0.0)]
+    for candidate in AUTO_AUGMENTATIONS:
+        if candidate is None:
+            continue
+        started = time.time()
+        both = np.concatenate([features, augmented_features(candidate)]), np.concatenate([labels, labels])
+        dataset = tf.data.Dataset.from_tensor_slices(both).shuffle(len(both[1]), seed=spec.seed).batch(spec.batch_size)
+        tf_keras.utils.set_random_seed(spec.seed)
+        head = build_head(spec)
+        compile_head(head, spec)
+        history = head.fit(dataset, validation_data=validation_features, epochs=AUTO_HEAD_MAX_EPOCHS,
+                           class_weight=class_weight, verbose=0, callbacks=[tf_keras.callbacks.EarlyStopping(
+                               monitor='val_loss', patience=AUTO_HEAD_PATIENCE)]).history
+        trials.append(dict(augmentation=candidate.model_dump(), val_loss=float(min(history['val_loss'])),
+                           seconds=time.time() - started))
+        logger.info('recipe auto: head on un-augmented + augmented (%s) features: best val_loss %.4f, %.1f s',
+                    _describe_augmentation(candidate), trials[-1]['val_loss'], trials[-1]['seconds'])
+    best = min(trials, key=lambda trial: trial['val_loss'])
+    chosen = AugmentationSpec(**best['augmentation']) if best['augmentation'] else None
+    logger.info('recipe auto chose for phase 2: augmentation %s (validation loss %.4f; without: %.4f)',
+                _describe_augmentation(chosen), best['val_loss'], without_augmentation_loss)
+    return spec.model_copy(update=dict(augmentation=chosen)), trials
+
+
+def _describe_augmentation(augmentation: Optional[AugmentationSpec]) -> str:
+    if augmentation is None:
+        return 'none'
+    return ', '.join(f'{k} {v}' for k, v in augmentation.model_dump().items() if v)
+
+
+def choices_made(configured: TrainingSpec, resolved: TrainingSpec) -> Dict[str, object]:
+    """The keys the recipe filled in, with their values (as config values): what `recipe:
+    tutorial` needs to match."""
+    choices = {}
+    for key in RECIPE_CHOICES:
+        if configured.is_unset(key) and not resolved.is_unset(key):
+            value = getattr(resolved, key)
+            if key == 'augmentation':
+                value = value.model_dump() if value else False
+            choices[key] = value
+    return {key: value for key, value in choices.items() if value is not None}
