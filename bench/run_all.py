@@ -57,14 +57,19 @@ def targets(quick: bool) -> list:
             run = runs.get(run_name)
             if not (plain and run):
                 continue
+            # The targets are recipe auto's; tuning's figures are reported beside them.
+            target = run_name == 'auto'
             ratio = run['seconds'] / plain['seconds']
-            rows.append((f'{name}, {run_name}: whole pipeline / plain script <= 1.0',
-                         f'{ratio:.2f} ({run["seconds"]:.0f} s / {plain["seconds"]:.0f} s)', ratio <= 1.0))
+            rows.append((f'{name}, {run_name}: whole pipeline / plain script' + (' <= 1.0' if target else ''),
+                         f'{ratio:.2f} ({run["seconds"]:.0f} s / {plain["seconds"]:.0f} s)',
+                         ratio <= 1.0 if target else None))
             phases = run['phases']
             final = phases.get('fine-tuning', phases['head'])['test_accuracy']
             gain = 100 * (final - plain['fine_tune_test_accuracy'])
-            rows.append((f'{name}, {run_name}: final test accuracy >= plain script\'s + 5 points',
-                         f'{final:.4f} vs {plain["fine_tune_test_accuracy"]:.4f} ({gain:+.1f})', gain >= 5))
+            rows.append((f'{name}, {run_name}: final test accuracy' + (' >= plain script\'s + 5 points' if target
+                                                                       else ' against the plain script\'s'),
+                         f'{final:.4f} vs {plain["fine_tune_test_accuracy"]:.4f} ({gain:+.1f})',
+                         gain >= 5 if target else None))
             frozen = phases['head']['test_accuracy']
             kept_head = (run.get('recipe') or {}).get('kept_head_only_model')
             rows.append((f'{name}, {run_name}: fine-tuning improves on the frozen phase, or the head-only model '

@@ -2,8 +2,9 @@
 
 Three runs on the sample data, each a fresh compile of the same config, as a schedule would
 start them: the first pushes a model (nothing served yet: judged by min_accuracy alone), the
-second is compared with the model the first pushed, the third (min_accuracy 1.01) fails the
-gate and leaves the serving directory as it was. Every step runs, ModelReport included.
+second (with `tuning:`, so TFX's Tuner runs in a container of its own too) is compared with the
+model the first pushed, the third (min_accuracy 1.01) fails the gate and leaves the serving
+directory as it was. Every step runs, ModelReport included.
 
 Needs Docker and the image (`make image`); `make kubeflow-local` builds it and runs this file.
 Marked `docker`, so `make test` leaves it out (see pytest.ini).
@@ -89,7 +90,7 @@ def _blessed(run: dict) -> bool:
 def runs(root):
     first = _run(root, 'first')
     served_after_first = _serving(root)
-    second = _run(root, 'second')
+    second = _run(root, 'second', tuning={'head_trials': 2, 'max_head_epochs': 5})
     served_after_second = _serving(root)
     third = _run(root, 'third', min_accuracy=1.01)
     return dict(first=first, second=second, third=third, served_after_first=served_after_first,
@@ -98,9 +99,21 @@ def runs(root):
 
 def test_every_step_ran_in_its_container(runs):
     for name in ('first', 'second', 'third'):
-        for step in STEPS:
+        steps = STEPS + (('Tuner',) if name == 'second' else ())
+        for step in steps:
             assert (_task(runs[name], step) / 'executor_output.json').exists(), (name, step)
-        assert runs[name]['log'].count(f"Found image '{IMAGE}'") == len(STEPS), name
+        assert runs[name]['log'].count(f"Found image '{IMAGE}'") == len(steps), name
+
+
+def test_the_tuners_best_values_reach_the_trainer_in_the_containers(runs):
+    second = runs['second']
+    best = json.loads((_task(second, 'Tuner') / 'best_hyperparameters' / 'best_hyperparameters.txt').read_text())
+    trials = json.loads((_task(second, 'Tuner') / 'tuner_results' / 'tuner_results.json').read_text())
+    assert len(trials) == 2 and best['values']
+    summary = json.loads((_task(second, 'Trainer') / 'model_run' / 'training_summary.json').read_text())
+    assert summary['recipe']['hyperparameters_from_tuner'] == best['values']
+    report = json.loads((_task(second, 'ModelReport') / 'report' / 'summary.json').read_text())
+    assert len(report['tuning']['trials']) == 2
 
 
 def test_first_run_has_no_baseline_and_pushes(runs):

@@ -131,14 +131,9 @@ def choose_head(spec: TrainingSpec, build_head: Callable[[TrainingSpec], tf_kera
                 return done
         candidate = HeadCandidate(learning_rate, dropout, head_l2)
         trial_spec = spec.model_copy(update=dict(learning_rate=learning_rate, dropout=dropout, head_l2=head_l2))
-        tf_keras.utils.set_random_seed(spec.seed)
-        head = build_head(trial_spec)
-        compile_head(head, trial_spec)
-        stop = tf_keras.callbacks.EarlyStopping(monitor='val_loss', patience=AUTO_HEAD_PATIENCE,
-                                                restore_best_weights=True)
         started = time.time()
-        history = head.fit(train_features, validation_data=validation_features, epochs=AUTO_HEAD_MAX_EPOCHS,
-                           class_weight=class_weight, verbose=0, callbacks=[stop]).history
+        head, history = _fit_head(trial_spec, build_head, compile_head, train_features, validation_features,
+                                  class_weight)
         best = int(np.argmin(history['val_loss']))
         candidate.val_loss = float(history['val_loss'][best])
         candidate.val_accuracy = float(history['val_accuracy'][best])
@@ -177,12 +172,7 @@ def head_validation_loss(spec: TrainingSpec, head_features: Tuple[tf.data.Datase
                          class_weight: Optional[Dict[int, float]], build_head: Callable[[TrainingSpec], tf_keras.Model],
                          compile_head: Callable[[tf_keras.Model, TrainingSpec], None]) -> float:
     """The best validation loss of a head with spec's settings trained on features (early stopping)."""
-    tf_keras.utils.set_random_seed(spec.seed)
-    head = build_head(spec)
-    compile_head(head, spec)
-    history = head.fit(head_features[0], validation_data=head_features[1], epochs=AUTO_HEAD_MAX_EPOCHS,
-                       class_weight=class_weight, verbose=0, callbacks=[tf_keras.callbacks.EarlyStopping(
-                           monitor='val_loss', patience=AUTO_HEAD_PATIENCE)]).history
+    _, history = _fit_head(spec, build_head, compile_head, *head_features, class_weight)
     return float(min(history['val_loss']))
 
 
@@ -211,12 +201,7 @@ def choose_augmentation(spec: TrainingSpec, build_head: Callable[[TrainingSpec],
         started = time.time()
         both = np.concatenate([features, augmented_features(candidate)]), np.concatenate([labels, labels])
         dataset = tf.data.Dataset.from_tensor_slices(both).shuffle(len(both[1]), seed=spec.seed).batch(spec.batch_size)
-        tf_keras.utils.set_random_seed(spec.seed)
-        head = build_head(spec)
-        compile_head(head, spec)
-        history = head.fit(dataset, validation_data=validation_features, epochs=AUTO_HEAD_MAX_EPOCHS,
-                           class_weight=class_weight, verbose=0, callbacks=[tf_keras.callbacks.EarlyStopping(
-                               monitor='val_loss', patience=AUTO_HEAD_PATIENCE)]).history
+        _, history = _fit_head(spec, build_head, compile_head, dataset, validation_features, class_weight)
         trials.append(dict(augmentation=candidate.model_dump(), val_loss=float(min(history['val_loss'])),
                            seconds=time.time() - started))
         logger.info('recipe auto: head on un-augmented + augmented (%s) features: best val_loss %.4f, %.1f s',
@@ -232,6 +217,20 @@ def _describe_augmentation(augmentation: Optional[AugmentationSpec]) -> str:
     if augmentation is None:
         return 'none'
     return ', '.join(f'{k} {v}' for k, v in augmentation.model_dump().items() if v)
+
+
+def _fit_head(spec: TrainingSpec, build_head: Callable[[TrainingSpec], tf_keras.Model],
+              compile_head: Callable[[tf_keras.Model, TrainingSpec], None], train: tf.data.Dataset,
+              validation: tf.data.Dataset, class_weight: Optional[Dict[int, float]]):
+    """A new head with spec's settings (seeded), trained until the validation loss has not
+    improved for AUTO_HEAD_PATIENCE epochs: (the head at its best epoch, its Keras history)."""
+    tf_keras.utils.set_random_seed(spec.seed)
+    head = build_head(spec)
+    compile_head(head, spec)
+    stop = tf_keras.callbacks.EarlyStopping(monitor='val_loss', patience=AUTO_HEAD_PATIENCE, restore_best_weights=True)
+    history = head.fit(train, validation_data=validation, epochs=AUTO_HEAD_MAX_EPOCHS, class_weight=class_weight,
+                       verbose=0, callbacks=[stop]).history
+    return head, history
 
 
 def choices_made(configured: TrainingSpec, resolved: TrainingSpec) -> Dict[str, object]:
