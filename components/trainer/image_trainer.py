@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -111,7 +111,8 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
     if spec.any_random_backbone:
         logger.warning('weights: none: a backbone is randomly initialised, so this is not transfer '
                        'learning and accuracy will be low; use it to test the pipeline only.')
-        feature_stats = model_lib.feature_statistics(extractor, data_lib.sample_inputs(data.dataset('train', cache=False)))
+        feature_stats = model_lib.feature_statistics(
+            extractor, data_lib.sample_inputs(data.dataset('train', cache=False)))
     weights = None
     if spec.class_weight == 'auto':
         weights = training.class_weights(counts['train'])
@@ -135,37 +136,11 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
         logger.info('Backbone features computed once in %.1f s', features_seconds)
 
     saved = checkpoint.load()
-    head_candidates, augmentation_trials = [], []
     if saved and saved.recipe_choices:  # a resumed run trains as the interrupted one chose
-        spec = spec.model_copy(update=_spec_values(saved.recipe_choices))
-    elif recipe_lib.unchosen_head_keys(spec) or spec.is_unset('augmentation'):
-        if head_features is None:
-            raise ValueError('recipe: auto chooses the head and the augmentation on cached backbone features; '
-                             'with cache_features: false or head_on_features: false set learning_rate, dropout, '
-                             'head_l2, head_epochs and augmentation yourself, or use recipe: tutorial')
-        feature_size = int(train_arrays[0].shape[-1])
-        head_functions = dict(
-            build_head=lambda s: model_lib.build_candidate_head(s, len(names), feature_size, feature_stats),
-            compile_head=lambda model, s: model_lib.compile_head(model, s, binary=len(names) == 2))
-        spec, head_candidates = recipe_lib.choose_head(
-            spec, train_features=head_features[0], validation_features=head_features[1], class_weight=weights,
-            **head_functions)
-        if spec.is_unset('augmentation') and head_features[1] is not None:
-            best_loss = min((c.val_loss for c in head_candidates), default=None)
-            if best_loss is None:  # the config set every head key: measure that head without augmentation
-                best_loss = recipe_lib.head_validation_loss(spec, head_features, weights, **head_functions)
-
-            def augmented(candidate):
-                augmenting = model_lib.build_feature_extractor(spec.model_copy(update=dict(augmentation=candidate)),
-                                                               bases)
-                return data_lib.feature_arrays(augmenting, data, 'train', augmented=True)[0]
-
-            spec, augmentation_trials = recipe_lib.choose_augmentation(
-                spec, train_features=train_arrays, validation_features=head_features[1],
-                augmented_features=augmented, without_augmentation_loss=best_loss, class_weight=weights,
-                **head_functions)
-        elif spec.is_unset('augmentation'):
-            spec = spec.model_copy(update=dict(augmentation=recipe_lib.AUTO_WITHOUT_VALIDATION['augmentation']))
+        spec, head_candidates, augmentation_trials = spec.model_copy(update=_spec_values(saved.recipe_choices)), [], []
+    else:
+        spec, head_candidates, augmentation_trials = _auto_choices(spec, data, bases, names, feature_stats, weights,
+                                                                   head_features, train_arrays)
         features_seconds += sum(c.seconds for c in head_candidates) + sum(t['seconds'] for t in augmentation_trials)
     choices = recipe_lib.choices_made(configured, spec)
     logger.info('Recipe %s%s', spec.recipe, ': ' + ', '.join(f'{k} {v}' for k, v in choices.items()) if choices else '')
@@ -175,8 +150,9 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-        evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features, features_seconds=features_seconds,
-        train_images=int(counts['train'].sum()), recipe_choices=choices, trained_head=_chosen_head(head_candidates, choices))
+        evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
+        features_seconds=features_seconds, train_images=int(counts['train'].sum()), recipe_choices=choices,
+        trained_head=_chosen_head(head_candidates, choices))
 
     serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
     recipe_summary = {
@@ -190,6 +166,44 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
     }
     _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase, recipe_summary)
     checkpoint.clear()
+
+
+def _auto_choices(spec: TrainingSpec, data: data_lib.TrainerData, bases, names: List[str], feature_stats,
+                  weights, head_features, train_arrays) -> Tuple[TrainingSpec, List, List]:
+    """What recipe auto still has to choose, chosen on the cached features: the head's keys
+    (recipe.choose_head), then phase 2's augmentation (recipe.choose_augmentation).
+
+    Returns the spec with the choices, the head candidates and the augmentation trials."""
+    if not (recipe_lib.unchosen_head_keys(spec) or spec.is_unset('augmentation')):
+        return spec, [], []
+    if head_features is None:
+        raise ValueError('recipe: auto chooses the head and the augmentation on cached backbone features; '
+                         'with cache_features: false or head_on_features: false set learning_rate, dropout, '
+                         'head_l2, head_epochs and augmentation yourself, or use recipe: tutorial')
+    feature_size = int(train_arrays[0].shape[-1])
+    head_functions = dict(
+        build_head=lambda s: model_lib.build_candidate_head(s, len(names), feature_size, feature_stats),
+        compile_head=lambda model, s: model_lib.compile_head(model, s, binary=len(names) == 2))
+    spec, head_candidates = recipe_lib.choose_head(
+        spec, train_features=head_features[0], validation_features=head_features[1], class_weight=weights,
+        **head_functions)
+    if not spec.is_unset('augmentation'):
+        return spec, head_candidates, []
+    if head_features[1] is None:  # nothing to choose on
+        return (spec.model_copy(update=dict(augmentation=recipe_lib.AUTO_WITHOUT_VALIDATION['augmentation'])),
+                head_candidates, [])
+    best_loss = min((c.val_loss for c in head_candidates), default=None)
+    if best_loss is None:  # the config set every head key: measure that head without augmentation
+        best_loss = recipe_lib.head_validation_loss(spec, head_features, weights, **head_functions)
+
+    def augmented(candidate):
+        augmenting = model_lib.build_feature_extractor(spec.model_copy(update=dict(augmentation=candidate)), bases)
+        return data_lib.feature_arrays(augmenting, data, 'train', augmented=True)[0]
+
+    spec, augmentation_trials = recipe_lib.choose_augmentation(
+        spec, train_features=train_arrays, validation_features=head_features[1], augmented_features=augmented,
+        without_augmentation_loss=best_loss, class_weight=weights, **head_functions)
+    return spec, head_candidates, augmentation_trials
 
 
 def _chosen_head(candidates: List[recipe_lib.HeadCandidate], choices: Dict):
