@@ -272,3 +272,5 @@ def test_augmentation_switch_and_settings(tmp_path):
     assert (tuned.flip, tuned.rotation, tuned.zoom, tuned.contrast) == (True, 0.2, 0.1, 0.2)
     with pytest.raises(ConfigError, match='augmentation: rotation: Input should be less than or equal to 0.5'):
         load_config(path, ['augmentation={rotation: 2}'])
+    with pytest.raises(ConfigError, match="augmentation: must be auto, true, false or a mapping .* got 'sometimes'"):
+        load_config(path, ['augmentation=sometimes'])

@@ -10,8 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -122,18 +121,6 @@ def sample_inputs(dataset: tf.data.Dataset) -> Dict[str, tf.Tensor]:
         if count >= _STATISTICS_IMAGES:
             break
     return {key: tf.concat([b[key] for b in batches], axis=0)[:_STATISTICS_IMAGES] for key in batches[0]}
-
-
-def cached_features(extractor: tf_keras.Model, data: TrainerData, spec: TrainingSpec,
-                    splits: Sequence[str]) -> Tuple[Tuple[tf.data.Dataset, ...], float]:
-    """The frozen backbones' pooled features of these splits (un-augmented) as datasets, and the
-    seconds they took; extractor: model.build_feature_extractor or a classifier's `features`."""
-    started = time.time()
-    datasets = tuple(features_dataset(*feature_arrays(extractor, data, split), spec, shuffle=split == 'train')
-                     for split in splits)
-    seconds = time.time() - started
-    logger.info('Backbone features of the %s split(s) computed once in %.1f s', ' and '.join(splits), seconds)
-    return datasets, seconds
 
 
 def feature_arrays(extractor: tf_keras.Model, data: TrainerData, split: str,

@@ -107,7 +107,13 @@ def feature_statistics(extractor: tf_keras.Model, inputs: Dict[str, tf.Tensor]) 
     come out around 1e-12, which a Dense head trained at 1e-4 cannot use at all (chance
     accuracy). Their directions still carry information; standardised, they are usable.
     """
-    pooled = extractor(inputs, training=False).numpy().astype(np.float64)
+    return standardisation(extractor(inputs, training=False).numpy())
+
+
+def standardisation(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per feature of [N, features] for the head's standardisation (see
+    feature_statistics); a dead feature (std 0) gets std 1 and stays at zero."""
+    pooled = features.astype(np.float64)
     mean, std = pooled.mean(axis=0), pooled.std(axis=0)
     alive = std > 0
     logger.info('Standardising the random base\'s features (%d of %d vary; median std %.3g), '

@@ -119,6 +119,8 @@ def _augmentation_from_switch(value: Any) -> Any:
         return AugmentationSpec()
     if value is False:
         return None
+    if not (value == 'auto' or value is None or isinstance(value, (dict, AugmentationSpec))):
+        raise ValueError(f'must be auto, true, false or a mapping of flip, rotation, zoom, contrast; got {value!r}')
     if isinstance(value, dict):  # validated here, so that an error names the key, not a union member
         try:
             return AugmentationSpec(**value)

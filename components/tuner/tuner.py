@@ -62,7 +62,7 @@ class _Features:
     train: Tuple[np.ndarray, np.ndarray]
     eval: Tuple[np.ndarray, np.ndarray]
     # (mean, std) per feature for a randomly initialised backbone (weights: none), as the
-    # Trainer standardises them (model.feature_statistics); None otherwise.
+    # Trainer standardises them (model.standardisation); None otherwise.
     stats: Optional[Tuple[np.ndarray, np.ndarray]]
 
     def datasets(self, spec: TrainingSpec) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -158,12 +158,12 @@ class TransferLearningTuner(keras_tuner.Tuner):
                 f'leave flatten out of tuning.head')
         combined = outputs[0] if len(outputs) == 1 else tf_keras.layers.Concatenate()(outputs)
         extractor = tf_keras.Model(inputs, combined, name='tuning_features')
-        (train, validation), seconds = data_lib.cached_features(extractor, self._data, spec, _SPLITS)
+        started = time.time()
+        train, validation = (data_lib.feature_arrays(extractor, self._data, split) for split in _SPLITS)
         logger.info('Tuner: backbone features (%s) of %d images computed once in %.1f s, %.3f GB',
                     ', '.join(f'{k or spec.head} {w}' for k, w in zip(kinds, widths, strict=True)),
-                    images, seconds, gigabytes)
-        train, validation = _arrays(train), _arrays(validation)
-        stats = _statistics(train[0]) if spec.any_random_backbone else None
+                    images, time.time() - started, gigabytes)
+        stats = model_lib.standardisation(train[0]) if spec.any_random_backbone else None
         features, start = {}, 0
         for kind, width in zip(kinds, widths, strict=True):
             columns = slice(start, start + width)
@@ -272,20 +272,6 @@ class TransferLearningTuner(keras_tuner.Tuner):
     def results_summary(self, num_trials: int = 10) -> None:
         best = self.get_best_hyperparameters()[0].values
         logger.info('Tuner: best values %s', ', '.join(f'{k} {_format(v)}' for k, v in sorted(best.items())))
-
-
-def _arrays(dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of a dataset of batches, as arrays."""
-    batches = list(dataset.as_numpy_iterator())
-    return np.concatenate([f for f, _ in batches]), np.concatenate([y for _, y in batches])
-
-
-def _statistics(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation, dead features (std 0) left unscaled."""
-    features = features.astype(np.float64)
-    mean, std = features.mean(axis=0), features.std(axis=0)
-    std[std == 0] = 1.0
-    return mean, std
 
 
 def _best_epoch(history: tf_keras.callbacks.History) -> Dict:
