@@ -15,7 +15,8 @@ Every run uses MobileNetV2 at 160 px with the torchvision-converted ImageNet wei
 Runs, one after another on the same folders:
   plain        bench/plain_keras.py: image_dataset_from_directory and the tutorial's code
                (10 epochs frozen with Adam 1e-4, then 10 from layer 100 with RMSprop 1e-5)
-  auto         python -m pipeline.local_runner with the defaults (recipe: auto)
+  auto         python -m pipeline.local_runner with the defaults (recipe: auto), but no TFLite
+               variants (`tflite: []`: the script makes none; bench/tflite_variants.py measures them)
   tuning       the same with `tuning: {}` (the Tuner component's default budget)
   no-aug       fashion_mnist only: recipe tutorial without augmentation, phase 1 only, backbone
                features cached
@@ -95,8 +96,10 @@ def run_pipeline(name: str, data: Path, work: Path, sizes: dict, quick: bool, **
     output = work / name
     if output.exists():
         shutil.rmtree(output)
+    # No TFLite variants unless asked: the plain script makes none, and they have their own
+    # benchmark (bench/tflite_variants.py).
     config = dict(data_root=str(data), output_dir=str(output), pipeline_name=f'bench-{name}', layout='pre_split',
-                  weights='imagenet-torchvision', image_size=sizes['size'], min_accuracy=0.0)
+                  weights='imagenet-torchvision', image_size=sizes['size'], min_accuracy=0.0, tflite=[])
     if quick:
         config.update(fine_tune_epochs=sizes['epochs'][1])
     config.update(overrides)

@@ -23,7 +23,7 @@ REPO = BENCH.parent
 # In order: input_pipeline and pipeline_costs read what recipe leaves in bench/.work, and
 # preprocessing_choices and fine_tune_schedule the image sets recipe exports there.
 ALL = ('recipe', 'input_pipeline', 'pipeline_costs', 'ingestion', 'linear_probe', 'heads', 'preprocessing_choices',
-       'fine_tune_schedule')
+       'fine_tune_schedule', 'tflite_variants')
 DATASETS = BENCH / '.work' / 'datasets'
 # Benchmarks run more than once, with these arguments each time (others: once, no arguments).
 INVOCATIONS = {
@@ -36,7 +36,7 @@ RESULT_FILES = {'fine_tune_schedule': ['fine_tune_schedule', 'fine_tune_schedule
                                        'fine_tune_schedule-flip-tuxpaint']}
 # Too slow or too data-hungry for --quick (and their results have no -quick variant).
 NOT_QUICK = ('preprocessing_choices', 'fine_tune_schedule')
-QUICK_FLAGS = {'recipe': ['--quick'], 'input_pipeline': ['--quick', '--epochs', '1'],
+QUICK_FLAGS = {'recipe': ['--quick'], 'tflite_variants': ['--quick'], 'input_pipeline': ['--quick', '--epochs', '1'],
                'pipeline_costs': ['--quick'], 'ingestion': ['--files', '1000'],
                'linear_probe': ['--per-class', '20', '--test-per-class', '20', '--few', '5'],
                'heads': ['--per-class', '20', '--test-per-class', '20', '--epochs', '2', '--size', '96']}
@@ -114,6 +114,14 @@ def targets(quick: bool) -> list:
         left = {run: leak['tmp'] + leak['home'] for run, leak in leaks.items()}
         rows.append(('bytes left in TMPDIR and HOME after a run: 0', ', '.join(f'{r}: {b}' for r, b in left.items()),
                      all(b == 0 for b in left.values())))
+    tflite = _load('tflite_variants', quick)
+    if tflite:
+        variants = tflite['report']['variants']
+        if variants.get('int8', {}).get('accuracy') is not None and variants.get('float32', {}).get('accuracy'):
+            gap = 100 * (variants['float32']['accuracy'] - variants['int8']['accuracy'])
+            rows.append((f'TFLite int8 within 1 point of float32 ({tflite["set"]})',
+                         f'{variants["int8"]["accuracy"]:.4f} vs {variants["float32"]["accuracy"]:.4f} ({gap:+.1f})',
+                         gap <= 1.0))
     return rows
 
 

@@ -22,6 +22,8 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from components.example_gen.spec import IngestionConfig
 from components.storage import USES_S3_ENV
 from components.strict_spec import StrictSpec, is_remote
+from components.tflite.spec import DEFAULT_VARIANTS as DEFAULT_TFLITE_VARIANTS
+from components.tflite.spec import TFLiteSpec, Variant as TFLiteVariant, each_variant_once
 from components.trainer.spec import (SINGLE_INPUT_KEY, WEIGHTS_CHOICES, BackboneName, BackboneSpec, FineTuneAt,
                                      RecipeSpec, TrainingSpec)
 from components.transform.spec import ImageOptions, InputSpec, PreprocessingSpec
@@ -34,7 +36,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
 # ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
 # container without looking at its platform config, so resources set for it would be ignored.
 KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Tuner', 'Trainer',
-                                'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher')
+                                'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher')
 # Every node of the pipeline: each runs in a pod of its own, which Kubernetes settings can place.
 KUBEFLOW_NODES = ('ImageExampleGen',) + KUBEFLOW_RESOURCE_COMPONENTS
 # Storage that TFX inside the containers can use: TFX reads and writes artifact URIs itself,
@@ -164,6 +166,11 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
     # The gate and the run.
     min_accuracy: float = Field(0.5, ge=0)
     max_accuracy_drop: float = Field(0.0, ge=0, le=1)
+    # TFLite variants pushed beside the SavedModel (components/tflite); [] for none. A variant
+    # losing more test accuracy than max_tflite_accuracy_drop against the SavedModel is not
+    # pushed (-1 refuses every one).
+    tflite: List[TFLiteVariant] = Field(default_factory=lambda: list(DEFAULT_TFLITE_VARIANTS))
+    max_tflite_accuracy_drop: float = Field(0.01, ge=-1, le=1)
     beam_args: List[str] = Field(default_factory=lambda: ['--direct_running_mode=in_memory'])
     # An S3-compatible server for s3:// paths (MinIO: http://minio-service.kubeflow:9000);
     # unset: AWS. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
@@ -266,6 +273,18 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
 
     def training(self) -> TrainingSpec:
         return self._training
+
+    @field_validator('tflite')
+    @classmethod
+    def _each_variant_once(cls, value: List[str]) -> List[str]:
+        return each_variant_once(value)
+
+    def tflite_export(self) -> Optional[TFLiteSpec]:
+        """TFLiteExport's spec (None: no variants, no TFLiteExport step)."""
+        if not self.tflite:
+            return None
+        return TFLiteSpec(variants=self.tflite, max_accuracy_drop=self.max_tflite_accuracy_drop,
+                          **{name: getattr(self, name) for name in ImageOptions.model_fields})
 
     def check_runs_on_kubeflow(self, local_root: Optional[str] = None) -> None:
         """Raises a ConfigError naming every key that cannot work in containers on a cluster.

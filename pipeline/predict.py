@@ -1,8 +1,11 @@
 """Classifies image files with a pushed model.
 
-    python -m pipeline.predict --model DIR [--top-k K] [--json] FILES_OR_FOLDERS...
+    python -m pipeline.predict --model DIR|FILE.tflite [--top-k K] [--json] FILES_OR_FOLDERS...
 
-DIR is the serving directory (the newest numbered version is used) or one SavedModel.
+DIR is the serving directory (the newest numbered version is used) or one SavedModel. A
+.tflite file (serving/<version>/tflite/<variant>.tflite) is run with the TFLite interpreter:
+images are decoded, composited and made square here as model_info.json beside it says (as the
+SavedModel does inside), and its classes are that file's.
 Folders are searched recursively for image files. A file that cannot be read or decoded is
 reported and skipped; the exit status is 1 if any file failed, 0 otherwise.
 """
@@ -41,6 +44,16 @@ def resolve_model_dir(model: str) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
+def resolve_model(model: str) -> Path:
+    """A .tflite file as it is, else resolve_model_dir."""
+    path = Path(model)
+    if path.suffix == '.tflite':
+        if not path.is_file():
+            raise FileNotFoundError(f'{model} does not exist')
+        return path
+    return resolve_model_dir(model)
+
+
 def expand_inputs(inputs: Iterable[str]) -> List[Path]:
     files = []
     for item in inputs:
@@ -67,6 +80,27 @@ class Classifier:
     def probabilities(self, encoded: List[bytes]):
         outputs = self._serve(image_bytes=self._tf.constant(encoded, dtype=self._tf.string))
         return outputs['probabilities'].numpy()
+
+
+class TFLiteClassifier:
+    """A .tflite variant: each image decoded as the pipeline decodes it, then the interpreter."""
+
+    def __init__(self, model_file: Path):
+        from components.tflite.export import read_model_info
+        from components.tflite.interpreter import TFLiteModel
+        info = read_model_info(str(model_file))
+        self._model = TFLiteModel(model_path=str(model_file), num_threads=None)
+        self.class_names = list(info['class_names'])
+        self._background = tuple(float(c) for c in info['background'])
+        self._resize = info['resize']
+
+    def probabilities(self, encoded: List[bytes]):
+        import numpy as np
+        import tensorflow as tf
+        from components.transform.image_decoding import decode_image
+        pixels = np.stack([decode_image(tf.constant(data), self._model.image_size, self._background,
+                                        self._resize).numpy() for data in encoded])
+        return self._model.probabilities(pixels)
 
 
 def predict(classifier: Classifier, files: Sequence[Path], top_k: int) -> List[Prediction]:
@@ -105,7 +139,7 @@ def _fill(classifier: Classifier, items, top_k: int) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--model', required=True, help='serving directory or SavedModel folder')
+    parser.add_argument('--model', required=True, help='serving directory, SavedModel folder or .tflite file')
     parser.add_argument('--top-k', type=int, default=1, help='classes to show per image (default 1)')
     parser.add_argument('--json', action='store_true', help='print one JSON document')
     parser.add_argument('inputs', nargs='+', metavar='FILES_OR_FOLDERS')
@@ -113,15 +147,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.top_k < 1:
         parser.error('--top-k must be at least 1')
     try:
-        model_dir = resolve_model_dir(args.model)
+        model_dir = resolve_model(args.model)
+        files = expand_inputs(args.inputs)
+        if not files:
+            print('error: no image files found in ' + ' '.join(args.inputs), file=sys.stderr)
+            return 2
+        classifier = TFLiteClassifier(model_dir) if model_dir.suffix == '.tflite' else Classifier(model_dir)
     except (FileNotFoundError, NotADirectoryError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    files = expand_inputs(args.inputs)
-    if not files:
-        print('error: no image files found in ' + ' '.join(args.inputs), file=sys.stderr)
-        return 2
-    classifier = Classifier(model_dir)
     results = predict(classifier, files, args.top_k)
     if args.json:
         print(json.dumps({'model': str(model_dir), 'predictions': [

@@ -39,6 +39,8 @@ class RunSummary:
     pushed_destination: Optional[str] = None
     model_uri: Optional[str] = None
     report_uri: Optional[str] = None
+    # TFLiteExport's report (components/tflite/export.py), when it ran.
+    tflite: Optional[dict] = None
 
 
 def _store(config: PipelineConfig):
@@ -98,6 +100,9 @@ def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
         _add_evaluation(evaluation.uri, summary)
     for report in outputs.get('report', []):
         summary.report_uri = report.uri
+    for exported in outputs.get('exported', []):
+        from components.tflite.component import read_report
+        summary.tflite = read_report(exported.uri)
 
 
 def _add_evaluation(uri: str, summary: RunSummary) -> None:
@@ -123,11 +128,21 @@ def format_summary(summary: RunSummary) -> str:
         lines.extend(f'    {failure}' for failure in summary.gate_failures)
     if summary.report_uri:
         lines.append(f'  report: {summary.report_uri}/summary.md (and learning curves, confusion matrix)')
+    if summary.tflite:
+        lines.append('  TFLite: ' + '; '.join(_tflite_line(variant, result)
+                                               for variant, result in summary.tflite['variants'].items()))
     if summary.pushed_destination:
         lines.append(f'  pushed: {summary.pushed_destination}')
     elif summary.blessed is not None:
         lines.append('  pushed: nothing (the serving directory is unchanged)')
     return '\n'.join(lines)
+
+
+def _tflite_line(variant: str, result: dict) -> str:
+    if result.get('accuracy') is None:
+        return f'{variant} refused ({result.get("reason")})'
+    verdict = 'within budget' if result.get('pushed') else f'refused, drop {result["accuracy_drop"]:+.4f}'
+    return f'{variant} {result["accuracy"]:.4f}, {result["size_bytes"] / 1e6:.1f} MB ({verdict})'
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,9 @@
     Transform (decode, resize, backbone scaling; graph only, applied by Trainer and serving)
     [Tuner (with `tuning:`: KerasTuner trials of the head, then of fine-tuning) -> best_hyperparameters]
     Trainer (frozen backbone + head, then fine-tuning; the Tuner's best values when it ran)
+    TFLiteExport (with `tflite:`: the SavedModel + TFLite variants within their accuracy budget)
     ServedModelBaseline (the model in serving_dir now) -> Evaluator (test split, gate)
-    Pusher (only if blessed)
+    Pusher (only if blessed: the SavedModel, with the accepted TFLite variants inside it)
     ModelReport (the Trainer's reports, the Evaluator's metrics and the verdict, in one folder;
                  the Tuner's trials too when it ran)
 """
@@ -27,6 +28,7 @@ from components.evaluator import gate
 from components.evaluator.baseline import BaselineAwareEvaluator, ServedModelBaseline
 from components.example_gen.component import ImageExampleGen
 from components.report.component import ModelReportGen
+from components.tflite.component import TFLiteExport
 from components.tuner.spec import CUSTOM_CONFIG_KEY as TUNING_CONFIG_KEY
 from pipeline.config import PipelineConfig
 
@@ -192,6 +194,11 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         custom_config=_components_custom_config(config.training().model_dump(), fingerprint),
     )
 
+    tflite_spec = config.tflite_export()
+    tflite = TFLiteExport(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        spec=tflite_spec.model_dump_json(), code_version=fingerprint).with_id('TFLiteExport') if tflite_spec else None
+
     baseline = ServedModelBaseline(serving_dir=config.serving_dir).with_id(BASELINE_NODE_ID)
 
     evaluator = BaselineAwareEvaluator(
@@ -207,10 +214,13 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         evaluation=evaluator.outputs['evaluation'],
         blessing=evaluator.outputs['blessing'],
         **({'tuner_results': tuner.outputs['tuner_results']} if tuner else {}),
+        **({'tflite': tflite.outputs['exported']} if tflite else {}),
     ).with_id('ModelReport')
 
+    # The Evaluator judged the Trainer's model; TFLiteExport's holds the same SavedModel, byte
+    # for byte, with the accepted TFLite files inside, so that is what gets pushed.
     pusher = tfx.components.Pusher(
-        model=trainer.outputs['model'],
+        model=tflite.outputs['exported'] if tflite else trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
@@ -220,7 +230,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, transform, *([tuner] if tuner else []), trainer,
-                    baseline, evaluator, model_report, pusher],
+                    *([tflite] if tflite else []), baseline, evaluator, model_report, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=effective_beam_args(config.beam_args),

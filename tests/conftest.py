@@ -96,6 +96,29 @@ def training_spec(backbones=None, **overrides):
     return recipe.resolve(spec)
 
 
+def transform_output(spec, tmp_path):
+    """Transform's output (graph and raw schema) for spec's backbones, made with tft_beam as the
+    Transform component makes it, for tests that export a model without running the pipeline."""
+    import tempfile
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    from components.transform.image_preprocessing import preprocessing_fn
+    raw_spec = {'image_raw': tf.io.FixedLenFeature([1], tf.string), 'label': tf.io.FixedLenFeature([1], tf.int64)}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    config = {'inputs': [{'key': b.key, 'backbone': b.name, 'image_size': b.image_size} for b in spec.backbones]}
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        transform_fn = ([{'image_raw': [image_bytes((9, 9, 9))], 'label': [0]}], metadata) | \
+            tft_beam.AnalyzeDataset(lambda inputs: preprocessing_fn(inputs, config))
+    _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / 'transform'))
+    # The raw schema, which TFX's Transform component also writes next to the graph.
+    metadata_io.write_metadata(metadata, str(tmp_path / 'transform' / tft.TFTransformOutput.RAW_METADATA_DIR))
+    return tft.TFTransformOutput(str(tmp_path / 'transform'))
+
+
 def kubeflow_config_values(**overrides) -> dict:
     """A tiny pipeline compiled for Kubeflow: storage on gs://, the Trainer on one GPU."""
     values = tiny_config_values(

@@ -1,19 +1,15 @@
 """The backbone registry, the head that follows it, ensembles and `describe`."""
-import tempfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 import tf_keras
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 from components.trainer import backbones
 from components.trainer import serving
 from components.trainer import model as model_lib
-from components.transform.image_preprocessing import preprocessing_fn
-from conftest import backbone_spec, image_bytes, training_spec
+from components.transform.image_decoding import decode_image
+from conftest import backbone_spec, image_bytes, training_spec, transform_output
 from pipeline import describe
 from components.trainer.spec import BackboneSpec
 from pipeline.config import load_config
@@ -104,19 +100,6 @@ def test_missing_hub_model_is_a_clear_error(tmp_path):
         backbones.build_base(BackboneSpec(name='hub', hub_handle=str(tmp_path / 'nothing'), image_size=32))
 
 
-def _transform_output(spec, tmp_path):
-    raw_spec = {'image_raw': tf.io.FixedLenFeature([1], tf.string), 'label': tf.io.FixedLenFeature([1], tf.int64)}
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
-    config = {'inputs': [{'key': b.key, 'backbone': b.name, 'image_size': b.image_size} for b in spec.backbones]}
-    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
-        transform_fn = ([{'image_raw': [image_bytes((9, 9, 9))], 'label': [0]}], metadata) | \
-            tft_beam.AnalyzeDataset(lambda inputs: preprocessing_fn(inputs, config))
-    _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / 'transform'))
-    # The raw schema, which TFX's Transform component also writes next to the graph.
-    metadata_io.write_metadata(metadata, str(tmp_path / 'transform' / tft.TFTransformOutput.RAW_METADATA_DIR))
-    return tft.TFTransformOutput(str(tmp_path / 'transform'))
-
-
 def test_ensemble_runs_backbones_side_by_side_trains_and_serves_raw_bytes(tmp_path):
     spec = training_spec([backbone_spec(key='image_0_mobilenet_v2', image_size=32),
                           backbone_spec(name='vgg16', key='image_1_vgg16', image_size=40)],
@@ -135,11 +118,20 @@ def test_ensemble_runs_backbones_side_by_side_trains_and_serves_raw_bytes(tmp_pa
     model.fit(inputs, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights, strict=True))
 
-    serving.export(model, _transform_output(spec, tmp_path), ['a', 'b', 'c'], str(tmp_path / 'model'))
-    served = tf.saved_model.load(str(tmp_path / 'model')).signatures['serving_default']
-    out = served(image_bytes=tf.constant([image_bytes((200, 10, 10), fmt='JPEG'), image_bytes((1, 2, 3))]))
+    serving.export(model, transform_output(spec, tmp_path), ['a', 'b', 'c'], str(tmp_path / 'model'), spec.backbones)
+    loaded = tf.saved_model.load(str(tmp_path / 'model'))
+    served = loaded.signatures['serving_default']
+    encoded = [image_bytes((200, 10, 10), fmt='JPEG'), image_bytes((1, 2, 3))]
+    out = served(image_bytes=tf.constant(encoded))
     np.testing.assert_allclose(out['probabilities'].numpy().sum(axis=1), 1.0, rtol=1e-5)
     assert set(n.decode() for n in out['class_name'].numpy()) <= {'a', 'b', 'c'}
+    # from_pixels takes the largest size and resizes for the smaller backbone inside.
+    pixels_fn = loaded.signatures[serving.PIXELS_SIGNATURE]
+    assert pixels_fn.structured_input_signature[1]['pixels'].shape.as_list() == [None, 40, 40, 3]
+    pixels = tf.stack([decode_image(tf.constant(e), 40, (255.0, 255.0, 255.0), 'squash') for e in encoded])
+    from_pixels = pixels_fn(pixels=pixels)['probabilities'].numpy()
+    np.testing.assert_allclose(from_pixels.sum(axis=1), 1.0, rtol=1e-5)
+    assert from_pixels.shape == (2, 3)
 
 
 def test_shared_augmentation_moves_every_view_alike():

@@ -102,6 +102,10 @@ def test_unknown_key_is_named(tmp_path):
     ('max_image_pixels', 200_000_000, 'max_image_pixels: Input should be less than or equal to 178956970'),
     ('apply_exif_orientation', 'sometimes', 'apply_exif_orientation: Input should be a valid boolean'),
     ('drop_unusable_classes', 'maybe', 'drop_unusable_classes: Input should be a valid boolean'),
+    ('tflite', ['int4'], "tflite.0: Input should be 'float32', 'float16', 'dynamic' or 'int8'"),
+    ('tflite', ['int8', 'float16', 'int8'], 'tflite: .*int8 listed more than once'),
+    ('tflite', 'int8', 'tflite: Input should be a valid list'),
+    ('max_tflite_accuracy_drop', -2, 'max_tflite_accuracy_drop: Input should be greater than or equal to -1'),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     path = write_config(tmp_path / 'c.yaml', data_root='.', output_dir='o', **{key: value})

@@ -21,8 +21,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get('KUBEFLOW_LOCAL_IMAGE', 'image-transfer-learning:latest')
-STEPS = ('ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'ServedModelBaseline',
-         'Evaluator', 'ModelReport', 'Pusher')
+STEPS = ('ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'TFLiteExport',
+         'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher')
 
 pytestmark = pytest.mark.docker
 
@@ -88,7 +88,7 @@ def _blessed(run: dict) -> bool:
 
 @pytest.fixture(scope='module')
 def runs(root):
-    first = _run(root, 'first')
+    first = _run(root, 'first', tflite=['float32', 'int8'])  # float32 converts without loss: pushed
     served_after_first = _serving(root)
     second = _run(root, 'second', tuning={'head_trials': 2, 'max_head_epochs': 5})
     served_after_second = _serving(root)
@@ -123,6 +123,18 @@ def test_first_run_has_no_baseline_and_pushes(runs):
     assert _blessed(first)
     versions = {path.split('/')[0] for path in runs['served_after_first']}
     assert len(versions) == 1 and any(p.endswith('saved_model.pb') for p in runs['served_after_first'])
+
+
+def test_tflite_variants_within_budget_are_served_beside_the_savedmodel(runs):
+    report = json.loads((_task(runs['first'], 'TFLiteExport') / 'exported' / 'tflite_report.json').read_text())
+    assert set(report['variants']) == {'float32', 'int8'} and 'float32' in report['pushed']
+    assert report['variants']['int8']['types']['input'] == 'uint8'
+    served = runs['served_after_first']
+    version = served[0].split('/')[0]
+    expected = {f'{version}/tflite/{v}.tflite' for v in report['pushed']} | {f'{version}/tflite/labels.txt'}
+    assert expected <= set(served)
+    refused = set(report['variants']) - set(report['pushed'])
+    assert not {f'{version}/tflite/{v}.tflite' for v in refused} & set(served)
 
 
 def test_second_run_is_compared_with_the_served_model(runs):

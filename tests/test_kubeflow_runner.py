@@ -14,7 +14,7 @@ from pipeline import tfx_pipeline
 from pipeline.config import ConfigError, PipelineConfig
 
 IMAGE = kubeflow_config_values()['container_image']
-COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
+COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'TFLiteExport',
               'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
 # The only executor kinds open-source Kubeflow Pipelines runs (its Argo compiler answers
 # "resolver executors not implemented" to the rest); kfp.local runs the same two.
@@ -110,6 +110,21 @@ def test_pusher_is_gated_by_the_evaluator(spec):
     assert 'Evaluator' in pusher.dependent_tasks
     destination = json.loads(pusher.inputs.parameters['push_destination'].runtime_value.constant.string_value)
     assert destination['filesystem']['base_directory'] == 'gs://test-bucket/out/serving'
+
+
+def test_tflite_export_is_a_cpu_step_whose_model_the_pusher_pushes(spec):
+    tasks = spec.root.dag.tasks
+    pushed = tasks['Pusher'].inputs.artifacts['model'].task_output_artifact
+    assert (pushed.producer_task, pushed.output_artifact_key) == ('TFLiteExport', 'exported')
+    source = tasks['TFLiteExport'].inputs.artifacts['model'].task_output_artifact
+    assert (source.producer_task, source.output_artifact_key) == ('Trainer', 'model')
+    judged = tasks['Evaluator'].inputs.artifacts['model'].task_output_artifact
+    assert (judged.producer_task, judged.output_artifact_key) == ('Trainer', 'model')
+    container = _container(spec, 'TFLiteExport')
+    assert container.image == IMAGE
+    assert '--executor_class_path' in container.args and not container.resources.accelerator.count
+    spec_json = json.loads(tasks['TFLiteExport'].inputs.parameters['spec'].runtime_value.constant.string_value)
+    assert spec_json['variants'] == ['float16', 'int8'] and spec_json['max_accuracy_drop'] == 0.01
 
 
 def test_user_code_comes_from_the_image_not_from_this_machine(spec):
@@ -270,4 +285,4 @@ def test_with_tuning_the_tuner_task_feeds_the_trainer_and_the_report(tmp_path):
     runner.compile_pipeline(PipelineConfig(**kubeflow_config_values()), tmp_path / 'plain.yaml')
     plain = yaml.safe_load((tmp_path / 'plain.yaml').read_text())
     report = plain['components'][plain['root']['dag']['tasks']['ModelReport']['componentRef']['name']]
-    assert set(report['inputDefinitions']['artifacts']) == {'model_run', 'evaluation', 'blessing'}
+    assert set(report['inputDefinitions']['artifacts']) == {'model_run', 'evaluation', 'blessing', 'tflite'}

@@ -43,7 +43,9 @@ def runs(tmp_path_factory):
     data = make_image_folder(root / 'images', per_class=15)
     config_path = root / 'config.yaml'
     config_path.write_text(yaml.safe_dump(tiny_config_values(
-        data, root / 'output', split_ratios={'train': 60, 'eval': 20, 'test': 20})))
+        data, root / 'output', split_ratios={'train': 60, 'eval': 20, 'test': 20},
+        # float32 too: it converts without loss, so one variant is always pushed.
+        tflite=['float32', 'float16', 'int8'])))
     home, temp = root / 'home', root / 'temp'
     home.mkdir()
     temp.mkdir()
@@ -67,7 +69,7 @@ def test_first_run_pushes_a_blessed_model_through_the_tfx_cli(runs):
     summary = runs['first_summary']
     states = {node.node_id: node.state for node in summary.nodes}
     assert set(states) == {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
-                           'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
+                           'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
     assert all(state == 'ran' for state in states.values()), states
     assert summary.blessed is True and summary.accuracy is not None
     assert summary.baseline_accuracy is None  # nothing blessed before
@@ -168,6 +170,8 @@ def test_run_summary_command_prints_the_latest_run(runs):
     out = _run(['pipeline.run_summary', '--config', str(runs['config_path'])], runs['env']).stdout
     assert re.search(r'Trainer +reused \(cache\)', out), out
     assert 'gate: FAILED, model not blessed' in out and 'pushed: nothing' in out
+    assert re.search(r'TFLite: float32 [0-9.]+, [0-9.]+ MB \(within budget\); float16 [0-9.]+, [0-9.]+ MB '
+                     r'\((within budget|refused, drop [-+0-9.]+)\); int8 ', out), out
 
 
 def test_reports_next_to_the_model_and_in_the_model_report(runs):
@@ -191,6 +195,39 @@ def test_reports_next_to_the_model_and_in_the_model_report(runs):
     assert '**Blessed: yes, pushed**' in (report / 'summary.md').read_text()
     second = json.loads((Path(runs['second_summary'].report_uri) / 'summary.json').read_text())
     assert second['blessed'] is False and second['evaluation']['gate_failures']
+
+
+def test_tflite_variants_within_budget_are_pushed_inside_the_model(runs):
+    report = json.loads((Path(runs['first_summary'].report_uri) / 'summary.json').read_text())['tflite']
+    assert set(report['variants']) == {'float32', 'float16', 'int8'}
+    assert report['variants']['float32']['accuracy_drop'] == 0 and 'float32' in report['pushed']
+    pushed = Path(runs['first_summary'].pushed_destination)
+    assert (pushed / 'saved_model.pb').exists()
+    files = sorted(p.name for p in (pushed / 'tflite').iterdir()) if (pushed / 'tflite').exists() else []
+    accepted = report['pushed']
+    assert files == sorted([f'{v}.tflite' for v in accepted] + (['labels.txt', 'model_info.json'] if accepted else []))
+    for variant, result in report['variants'].items():
+        # Within the budget exactly when pushed; the random-weight tiny model may lose its int8.
+        assert result['pushed'] == (result['accuracy_drop'] <= 0.01), result
+    text = (Path(runs['first_summary'].report_uri) / 'summary.md').read_text()
+    assert '## TFLite variants (test split, against the SavedModel)' in text and '| SavedModel |' in text
+    # The second run was not blessed: nothing more in serving/, TFLite files included.
+    second = json.loads((Path(runs['second_summary'].report_uri) / 'summary.json').read_text())
+    assert second['blessed'] is False and 'tflite' in second
+    assert 'the model was not blessed, so none was pushed' in (
+        Path(runs['second_summary'].report_uri) / 'summary.md').read_text()
+    info = json.loads((pushed / 'tflite' / 'model_info.json').read_text())
+    assert info['class_names'] == sorted(CLASS_COLOURS) and info['image_size'] == 32
+
+
+def test_predict_classifies_with_a_pushed_tflite_file_as_with_the_savedmodel(runs, capsys):
+    pushed = Path(runs['first_summary'].pushed_destination)
+    examples = str(REPO / 'data' / 'predict_examples')
+    tops = []
+    for model in (pushed, pushed / 'tflite' / 'float32.tflite'):
+        out = _run(['pipeline.predict', '--model', str(model), '--json', examples], runs['env']).stdout
+        tops.append([p['top'][0]['class'] for p in json.loads(out)['predictions']])
+    assert len(tops[0]) == 4 and tops[0] == tops[1]
 
 
 def test_transparent_png_is_served_as_the_image_flattened_onto_the_background(serving):

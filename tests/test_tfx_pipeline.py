@@ -23,8 +23,8 @@ def test_components_in_order_and_wired(config):
     pipeline = tfx_pipeline.create_pipeline(config)
     ids = [c.id for c in pipeline.components]  # TFX sorts them topologically
     assert sorted(ids) == sorted(['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform',
-                                  'Trainer', 'ServedModelBaseline', 'Evaluator', 'ModelReport',
-                                  'Pusher'])
+                                  'Trainer', 'TFLiteExport', 'ServedModelBaseline', 'Evaluator',
+                                  'ModelReport', 'Pusher'])
     spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
     assert [ids.index(c) for c in spine] == sorted(ids.index(c) for c in spine)
     by_id = {c.id: c for c in pipeline.components}
@@ -86,6 +86,23 @@ def test_schema_is_staged_by_content(config, monkeypatch, tmp_path):
     edited.write_text(tfx_pipeline.SCHEMA_FILE.read_text() + '\n# edited\n')
     monkeypatch.setattr(tfx_pipeline, 'SCHEMA_FILE', edited)
     assert tfx_pipeline.staged_schema_file(config) != first
+
+
+def test_tflite_variants_are_pushed_in_the_model_the_evaluator_judged(config, tmp_path, image_folder):
+    by_id = {c.id: c for c in tfx_pipeline.create_pipeline(config).components}
+    tflite, pusher = by_id['TFLiteExport'], by_id['Pusher']
+    assert tflite.inputs['model'].producer_component_id == 'Trainer'
+    assert tflite.inputs['examples'].producer_component_id == 'ImageExampleGen'
+    assert json.loads(tflite.exec_properties['spec'])['variants'] == ['float16', 'int8']
+    assert json.loads(tflite.exec_properties['spec'])['max_accuracy_drop'] == 0.01
+    assert by_id['Evaluator'].inputs['model'].producer_component_id == 'Trainer'
+    assert pusher.inputs['model'].producer_component_id == 'TFLiteExport'
+    assert by_id['ModelReport'].inputs['tflite'].producer_component_id == 'TFLiteExport'
+
+    without = PipelineConfig(**tiny_config_values(image_folder, tmp_path / 'out2', tflite=[]))
+    by_id = {c.id: c for c in tfx_pipeline.create_pipeline(without).components}
+    assert 'TFLiteExport' not in by_id and 'tflite' not in by_id['ModelReport'].inputs
+    assert by_id['Pusher'].inputs['model'].producer_component_id == 'Trainer'
 
 
 def test_without_tuning_there_is_no_tuner(config):

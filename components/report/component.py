@@ -4,7 +4,8 @@ Runs after the Evaluator. It gathers the Trainer's reports (learning curves, con
 matrix, training summary with data counts and metrics after each phase) and adds the
 Evaluator's measurements on the test split (overall and per class) and the blessing, into
 `summary.json` and `summary.md` of a new ModelReport artifact. The Trainer cannot write the
-verdict itself: it is decided after it. When the Tuner ran, its trials are added too.
+verdict itself: it is decided after it. When the Tuner ran, its trials are added too, and
+when TFLiteExport ran, its variants' measurements and which were pushed.
 """
 
 import os
@@ -15,6 +16,7 @@ from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
 from components.evaluator import evaluation_results
+from components.tflite.component import read_report as read_tflite_report
 from components.trainer import reports
 from components.tuner.spec import FINE_TUNE_STAGE, HEAD_STAGE, STAGE
 
@@ -43,12 +45,16 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
     # Optional (TFX's form for an optional input artifact: a default of None): the pipeline
     # connects it when the config has `tuning:`.
     tuner_results: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TunerResults] = None,
+    # Connected when the config lists `tflite:` variants.
+    tflite: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
 ) -> None:
     summary = reports.read_json(os.path.join(model_run.uri, reports.TRAINING_SUMMARY_FILE))
     summary['evaluation'] = evaluation_results.read(evaluation.uri, summary.get('class_names'))
     summary['blessed'] = bool(blessing.get_int_custom_property('blessed'))
     if tuner_results is not None:
         summary['tuning'] = tuning_trials(reports.read_json(os.path.join(tuner_results.uri, TUNER_RESULTS_FILE)))
+    if tflite is not None:
+        summary['tflite'] = read_tflite_report(tflite.uri)
     tf.io.gfile.makedirs(report.uri)
     for name in _COPIED:
         source = os.path.join(model_run.uri, name)

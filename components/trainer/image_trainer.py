@@ -154,7 +154,7 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
         features_seconds=features_seconds, train_images=int(counts['train'].sum()), recipe_choices=choices,
         trained_head=_chosen_head(head_candidates, choices))
 
-    serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir)
+    serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir, spec.backbones)
     recipe_summary = {
         'recipe': spec.recipe,
         'chosen': choices,

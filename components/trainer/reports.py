@@ -153,9 +153,42 @@ def markdown(summary: Dict[str, Any]) -> str:
             lines += ['', 'Per class (slices on the label; reported, not gated):', '']
             lines += per_class_table(evaluation['per_class'], ['example_count', 'sparse_categorical_accuracy'])
         lines.append('')
+    if summary.get('tflite'):
+        lines += tflite_markdown(summary['tflite'], summary.get('blessed'))
     if 'blessed' in summary:
         lines += [f'**Blessed: {"yes, pushed" if summary["blessed"] else "no, not pushed"}**', '']
     return '\n'.join(lines)
+
+
+def tflite_markdown(tflite: Dict[str, Any], blessed: Optional[bool]) -> List[str]:
+    """TFLiteExport's report (components/tflite/export.py): each variant against the SavedModel."""
+    reference = tflite['savedmodel']
+    lines = ['## TFLite variants (test split, against the SavedModel)', '',
+             f'{tflite["test_images"]} test images at {tflite["image_size"]} px; latency: {tflite["latency"]}; '
+             f'budget: max_tflite_accuracy_drop {tflite["max_accuracy_drop"]}.', '',
+             '| model | size (bytes) | test accuracy | drop | ms per image | within budget |',
+             '| --- | --- | --- | --- | --- | --- |']
+
+    def row(name, result, verdict):
+        accuracy = result.get('accuracy')
+        drop = result.get('accuracy_drop')
+        latency = result.get('latency_ms')
+        return (f'| {name} | {result.get("size_bytes", "-")} | {"-" if accuracy is None else f"{accuracy:.4f}"} '
+                f'| {"-" if drop is None else f"{drop:+.4f}"} | {"-" if latency is None else f"{latency:.1f}"} '
+                f'| {verdict} |')
+    lines.append(row('SavedModel', reference, '(reference)'))
+    for variant, result in tflite['variants'].items():
+        lines.append(row(variant, result, 'yes' if result.get('pushed') else 'no: ' + result.get('reason', '')))
+    accepted = tflite.get('pushed') or []
+    where = ', '.join(f'tflite/{v}.tflite' for v in accepted)
+    if not accepted:
+        lines += ['', 'No variant was within budget: the SavedModel goes alone.']
+    elif blessed is False:
+        lines += ['', f'Within budget: {where}; the model was not blessed, so none was pushed.']
+    else:
+        lines += ['', f'Pushed with the SavedModel: {where} (with tflite/labels.txt and tflite/model_info.json).']
+    lines.append('')
+    return lines
 
 
 def recipe_markdown(recipe: Dict[str, Any]) -> List[str]:

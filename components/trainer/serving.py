@@ -9,6 +9,14 @@ Two signatures share one path (transform graph -> model -> probabilities):
 
 The transform graph is Transform's own output, so serving decodes and scales exactly as
 training did. Bytes that cannot be decoded make the call fail with InvalidArgumentError.
+
+A third one starts after decoding, for what cannot decode (phones, TFLite):
+
+    from_pixels      pixels: float32 [N, S, S, 3], RGB in [0, 255], already square and S px
+                     -> probabilities [N, C]
+
+where S is the largest backbone's image_size; each backbone's own scaling (and, in an
+ensemble of sizes, a bilinear resize to its size) is inside. components/tflite converts it.
 """
 from __future__ import annotations
 
@@ -20,10 +28,14 @@ import tensorflow_transform as tft
 import tf_keras
 
 from components.features import IMAGE_KEY, LABEL_KEY
+from components.trainer import backbones
 from components.trainer.model import probabilities
+from components.trainer.spec import BackboneSpec
 
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLES_SIGNATURE = 'from_examples'
+PIXELS_SIGNATURE = 'from_pixels'
+PIXELS_INPUT = 'pixels'
 PROBABILITIES_KEY = 'probabilities'
 
 
@@ -31,7 +43,7 @@ class _ServingModule(tf.Module):
     """Holds the model, the transform layer and the class names so all are saved together."""
 
     def __init__(self, model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
-                 class_names: Sequence[str]):
+                 class_names: Sequence[str], backbone_specs: Sequence[BackboneSpec]):
         super().__init__()
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
@@ -42,6 +54,8 @@ class _ServingModule(tf.Module):
         raw_spec = tf_transform_output.raw_feature_spec()
         raw_spec.pop(LABEL_KEY, None)
         self._raw_spec = raw_spec
+        self._backbones = [(b.key, backbones.get(b.name).preprocess, b.image_size) for b in backbone_specs]
+        self.pixels_size = max(size for _, _, size in self._backbones)
 
     def _probabilities(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
         transformed = self.tft_layer(raw_features)
@@ -63,13 +77,25 @@ class _ServingModule(tf.Module):
         parsed = tf.io.parse_example(serialized_examples, self._raw_spec)
         return {PROBABILITIES_KEY: self._probabilities(parsed)}
 
+    def serve_pixels(self, pixels):
+        inputs = {}
+        for key, preprocess, size in self._backbones:
+            resized = pixels if size == self.pixels_size else tf.image.resize(pixels, [size, size])
+            inputs[key] = preprocess(resized)
+        logits = self.model({key: inputs[key] for key in self._input_keys}, training=False)
+        return {PROBABILITIES_KEY: probabilities(logits, self._num_classes)}
+
 
 def export(model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
-           class_names: Sequence[str], export_dir: str) -> None:
-    module = _ServingModule(model, tf_transform_output, class_names)
+           class_names: Sequence[str], export_dir: str, backbone_specs: Sequence[BackboneSpec]) -> None:
+    module = _ServingModule(model, tf_transform_output, class_names, backbone_specs)
+    size = module.pixels_size
+    pixels = tf.function(module.serve_pixels, input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32, name=PIXELS_INPUT)])
     signatures = {
         SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+        PIXELS_SIGNATURE: pixels.get_concrete_function(),
     }
     with _without_keras_layer_traces():
         tf.saved_model.save(module, export_dir, signatures=signatures)
