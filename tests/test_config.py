@@ -37,6 +37,7 @@ def test_tutorial_recipe_is_the_tutorials_numbers():
     assert (spec.head_optimizer, spec.fine_tune_optimizer) == ('adam', 'rmsprop')
     assert spec.effective_fine_tune_learning_rate == pytest.approx(1e-5)
     assert spec.fine_tune_schedule == 'constant' and spec.early_stopping_patience is None
+    assert spec.early_stopping_metric == 'val_loss'
     assert spec.head_on_features is False and spec.augmentation is not None
     assert recipe.missing(spec) == []
 
@@ -50,6 +51,8 @@ def test_a_key_that_is_set_is_kept_by_either_recipe():
     auto = recipe.resolve(PipelineConfig(data_root='.', output_dir='out').training())
     assert recipe.unchosen_head_keys(auto) == ['learning_rate', 'dropout', 'head_l2', 'head_epochs']
     assert (auto.fine_tune_schedule, auto.early_stopping_patience, auto.head_on_features) == ('cosine', 3, True)
+    assert (auto.fine_tune_optimizer, auto.effective_fine_tune_learning_rate) == ('sgd', 1e-3)
+    assert (auto.fine_tune_epochs, auto.early_stopping_metric) == (6, 'val_accuracy')
 
 
 def test_output_paths_default_under_output_dir(tmp_path):

@@ -203,3 +203,29 @@ def test_phase_one_takes_the_head_auto_chose_without_training_it_again(tmp_path)
     assert state.history == history and state.epochs_done == 3 and state.completed_phases == ['head']
     for kept, given in zip(model_lib.build_head_model(classifier).get_weights(), chosen_weights, strict=True):
         np.testing.assert_array_equal(kept, given)
+
+
+def test_keep_best_by_validation_accuracy_breaks_ties_by_loss_and_counts_the_start(tmp_path):
+    """auto keeps the phase-2 epoch of the best validation accuracy (the head-only model's
+    included), a lower loss deciding between equal accuracies; patience counts from it."""
+    from components.trainer.training import TrainingState, _KeepBest
+    classifier = model_lib.build_classifier(training_spec(), 3)
+    state = TrainingState(epochs_done=4)
+    keep = _KeepBest(2, 'val_accuracy', training.TrainingCheckpoint(str(tmp_path)), state, training.FINE_TUNE,
+                     classifier.model, start={'val_loss': 0.40, 'val_accuracy': 0.80})
+    keep.set_model(classifier.model)
+    epochs = [(0.45, 0.80), (0.41, 0.82), (0.50, 0.82), (0.39, 0.82)]  # (val_loss, val_accuracy)
+    for epoch, (loss, accuracy) in enumerate(epochs, start=4):
+        keep.on_epoch_end(epoch, {'val_loss': loss, 'val_accuracy': accuracy})
+    # Epoch 5 loses to the start on loss at equal accuracy; 6 wins on accuracy although its loss is
+    # higher than the start's; 7 ties 6 on accuracy with a higher loss; 8 ties with a lower loss.
+    assert (state.best['epoch'], state.best['val_accuracy'], state.best['val_loss']) == (8, 0.82, 0.39)
+    assert not classifier.model.stop_training and not keep.kept_start_weights
+
+    by_loss = TrainingState(epochs_done=4)
+    keep = _KeepBest(2, 'val_loss', training.TrainingCheckpoint(str(tmp_path / 'loss')), by_loss, training.FINE_TUNE,
+                     classifier.model, start={'val_loss': 0.40, 'val_accuracy': 0.80})
+    keep.set_model(classifier.model)
+    for epoch, (loss, accuracy) in enumerate(epochs[:2], start=4):
+        keep.on_epoch_end(epoch, {'val_loss': loss, 'val_accuracy': accuracy})
+    assert classifier.model.stop_training and keep.kept_start_weights  # 2 epochs without a lower loss

@@ -213,8 +213,9 @@ def recipe_markdown(recipe: Dict[str, Any]) -> List[str]:
             what = ', '.join(f'{k} {v}' for k, v in t['augmentation'].items() if v) if t['augmentation'] else 'none'
             lines.append(f'- {what}: validation loss {t["val_loss"]:.4f}')
     if recipe.get('kept_head_only_model'):
-        lines += ['', 'Fine-tuning did not beat the head-only model on validation loss: the model kept is '
-                      'the one phase 1 trained.']
+        metric = (recipe.get('chosen') or {}).get('early_stopping_metric') or 'val_loss'
+        lines += ['', f'Fine-tuning did not beat the head-only model on {metric.replace("_", "idation ", 1)}: the '
+                      f'model kept is the one phase 1 trained.']
     if recipe.get('hyperparameters_from_tuner'):
         lines += ['', 'From the Tuner: ' + ', '.join(f'{k} {_cell(v)}' for k, v in
                                                       recipe['hyperparameters_from_tuner'].items()) + '.']

@@ -157,7 +157,8 @@ class RecipeSpec(StrictSpec):
     fine_tune_schedule: Optional[Literal['constant', 'cosine']] = None
     fine_tune_warmup_epochs: Optional[int] = Field(None, ge=0)
     head_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'adam'
-    fine_tune_optimizer: Literal['adam', 'rmsprop', 'sgd'] = 'rmsprop'
+    # Phase 2's optimizer (sgd has momentum 0.9): unset, the recipe's (tutorial: rmsprop; auto: sgd).
+    fine_tune_optimizer: Optional[Literal['adam', 'rmsprop', 'sgd']] = None
     # auto: the recipe's (tutorial: flip and rotation 0.2; auto: chosen on the validation split).
     augmentation: Union[Literal['auto'], AugmentationSpec, None] = 'auto'
     # Phase 1 on backbone features of the un-augmented training images, computed once (the
@@ -168,6 +169,10 @@ class RecipeSpec(StrictSpec):
     # Stop a phase when validation loss has not improved for this many epochs, keeping the best
     # weights (in phase 2 the head-only model counts as a candidate too).
     early_stopping_patience: Optional[int] = Field(None, ge=1)
+    # What "better" means for early stopping and for the weights it keeps: validation loss, or
+    # validation accuracy (ties broken by the loss). Unset: the recipe's (tutorial: val_loss;
+    # auto: val_accuracy).
+    early_stopping_metric: Optional[Literal['val_loss', 'val_accuracy']] = None
     seed: int = 42
     # Same seed, same data, same code: identical metrics on rerun (slower on some ops).
     deterministic: bool = False
@@ -208,8 +213,8 @@ class RecipeSpec(StrictSpec):
 
 # The keys a recipe chooses when the config leaves them unset.
 RECIPE_CHOICES = ('learning_rate', 'dropout', 'head_l2', 'head_epochs', 'augmentation', 'fine_tune_epochs',
-                  'fine_tune_learning_rate', 'fine_tune_schedule', 'fine_tune_warmup_epochs', 'head_on_features',
-                  'early_stopping_patience')
+                  'fine_tune_optimizer', 'fine_tune_learning_rate', 'fine_tune_schedule', 'fine_tune_warmup_epochs',
+                  'head_on_features', 'early_stopping_patience', 'early_stopping_metric')
 
 
 class TrainingSpec(RecipeSpec):

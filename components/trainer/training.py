@@ -49,9 +49,10 @@ class TrainingState:
     phase_metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
     weights_prefix: Optional[str] = None
     resumed_from_epoch: Optional[int] = None
-    # The lowest validation loss of the current phase so far, its epoch (counted across both
-    # phases; the phase's start_epoch for the weights it started from) and phase; its weights
-    # are in the checkpoint under BEST_PREFIX.
+    # The best validation figures of the current phase so far (val_loss, val_accuracy), by
+    # early_stopping_metric, with their epoch (counted across both phases; the phase's
+    # start_epoch for the weights it started from) and phase; its weights are in the
+    # checkpoint under BEST_PREFIX.
     best: Optional[Dict[str, object]] = None
     # Phase 2 ended with the weights phase 1 left (no fine-tuning epoch beat them).
     kept_head_only_model: bool = False
@@ -130,39 +131,54 @@ class _ValidationOnFeatures(tf_keras.callbacks.Callback):
             logs.update({f'val_{name}': value for name, value in results.items()})
 
 
-class _KeepBest(tf_keras.callbacks.Callback):
-    """Early stopping on validation loss that ends the phase with its best weights.
+def _better(figures: Dict[str, float], than: Dict[str, float], metric: str) -> bool:
+    """Whether validation `figures` beat `than` by `metric`: a lower val_loss, or a higher
+    val_accuracy with a lower val_loss breaking ties."""
+    if metric == 'val_accuracy' and 'val_accuracy' in than:
+        if figures['val_accuracy'] != than['val_accuracy']:
+            return figures['val_accuracy'] > than['val_accuracy']
+    return figures['val_loss'] < than['val_loss']
 
-    Unlike Keras' EarlyStopping, the weights the phase started from can win (start_loss: their
-    validation loss; phase 2 starts from phase 1's model), and the best weights are written to
-    the checkpoint folder, so a resumed run still knows them. Must come before _EpochEnd, which
-    saves the state this updates.
+
+def _figures(best: Dict[str, object]) -> str:
+    return ', '.join(f'{key.replace("_", " ")} {best[key]:.4f}' for key in ('val_accuracy', 'val_loss') if key in best)
+
+
+class _KeepBest(tf_keras.callbacks.Callback):
+    """Early stopping on validation loss or accuracy that ends the phase with its best weights.
+
+    Unlike Keras' EarlyStopping, the weights the phase started from can win (start: their
+    validation loss and accuracy; phase 2 starts from phase 1's model), and the best weights are
+    written to the checkpoint folder, so a resumed run still knows them. Must come before
+    _EpochEnd, which saves the state this updates.
     """
 
-    def __init__(self, patience: int, checkpoint: TrainingCheckpoint, state: TrainingState, phase: str,
-                 classifier_model: tf_keras.Model, start_loss: Optional[float] = None):
+    def __init__(self, patience: int, metric: str, checkpoint: TrainingCheckpoint, state: TrainingState,
+                 phase: str, classifier_model: tf_keras.Model, start: Optional[Dict[str, float]] = None):
         super().__init__()
-        self._patience, self._checkpoint, self._state, self._phase = patience, checkpoint, state, phase
-        self._classifier_model = classifier_model
+        self._patience, self._metric, self._checkpoint, self._state = patience, metric, checkpoint, state
+        self._phase, self._classifier_model = phase, classifier_model
         if state.best is None or state.best.get('phase') != phase:  # a new phase, not a resumed one
             state.best = None
-            if start_loss is not None:
-                state.best = dict(phase=phase, val_loss=float(start_loss), epoch=state.epochs_done,
-                                  start_epoch=state.epochs_done)
+            if start and start.get('val_loss') is not None:
+                state.best = dict(phase=phase, **{k: float(v) for k, v in start.items() if v is not None},
+                                  epoch=state.epochs_done, start_epoch=state.epochs_done)
                 checkpoint.save_best(classifier_model)
         self._last_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get('val_loss')
-        if loss is None:
+        logs = logs or {}
+        if logs.get('val_loss') is None:
             return
+        figures = {key: float(logs[key]) for key in ('val_loss', 'val_accuracy') if key in logs}
         self._last_epoch = epoch + 1
         best = self._state.best
-        if best is None or loss < best['val_loss']:
-            self._state.best = dict(best or {}, phase=self._phase, val_loss=float(loss), epoch=epoch + 1)
+        if best is None or _better(figures, best, self._metric):
+            self._state.best = dict(best or {}, phase=self._phase, **figures, epoch=epoch + 1)
             self._checkpoint.save_best(self._classifier_model)
         elif epoch + 1 - best['epoch'] >= self._patience:
-            logger.info('%s: validation loss has not improved for %d epochs, stopping', self._phase, self._patience)
+            logger.info('%s: %s has not improved for %d epochs, stopping', self._phase,
+                        self._metric.replace('_', 'idation ', 1), self._patience)
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
@@ -171,11 +187,10 @@ class _KeepBest(tf_keras.callbacks.Callback):
             return
         self._checkpoint.restore_best(self._classifier_model)
         if best['epoch'] == best.get('start_epoch'):
-            logger.info('%s: no epoch beat the model the phase started from (validation loss %.4f): keeping it',
-                        self._phase, best['val_loss'])
+            logger.info('%s: no epoch beat the model the phase started from (%s): keeping it',
+                        self._phase, _figures(best))
         else:
-            logger.info('%s: keeping the weights of epoch %d (validation loss %.4f)', self._phase,
-                        best['epoch'], best['val_loss'])
+            logger.info('%s: keeping the weights of epoch %d (%s)', self._phase, best['epoch'], _figures(best))
 
     @property
     def kept_start_weights(self) -> bool:
@@ -260,11 +275,12 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
 
     def fit(phase: str, epochs: int, fit_model: tf_keras.Model, data: tf.data.Dataset,
             validation_data: Optional[tf.data.Dataset], validation: Optional[_ValidationOnFeatures] = None,
-            start_loss: Optional[float] = None) -> Optional[_KeepBest]:
+            start: Optional[Dict[str, float]] = None) -> Optional[_KeepBest]:
         phase_callbacks = [_EpochEnd(checkpoint, state, phase, total, model), *callbacks]
         keep_best = None
         if spec.early_stopping_patience:
-            keep_best = _KeepBest(spec.early_stopping_patience, checkpoint, state, phase, model, start_loss)
+            keep_best = _KeepBest(spec.early_stopping_patience, spec.early_stopping_metric or 'val_loss', checkpoint,
+                                  state, phase, model, start)
             phase_callbacks.insert(0, keep_best)
         if validation is not None:
             phase_callbacks.insert(0, validation)
@@ -334,12 +350,13 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)',
                     ', '.join(f'{b.name} from layer {b.effective_fine_tune_at}' for b in spec.backbones),
                     epochs_left, trainable, frozen)
+        head_metrics = state.phase_metrics.get(HEAD, {})
         keep_best = fit(FINE_TUNE, epochs_left, model, train, validation,
-                        start_loss=state.phase_metrics.get(HEAD, {}).get('eval_loss'))
+                        start={'val_loss': head_metrics.get('eval_loss'), 'val_accuracy': head_metrics.get('eval_accuracy')})
         state.kept_head_only_model = bool(keep_best and keep_best.kept_start_weights)
         if state.kept_head_only_model:
-            logger.warning('Fine-tuning did not improve on the head-only model\'s validation loss: the model '
-                           'trained so far is kept, as phase 1 left it')
+            logger.warning('Fine-tuning did not improve on the head-only model\'s %s: the model trained so far is '
+                           'kept, as phase 1 left it', (spec.early_stopping_metric or 'val_loss').replace('_', 'idation ', 1))
         finish(FINE_TUNE)
         trained_now = True
     if completed_before and not trained_now:  # interrupted after the last phase had ended
