@@ -50,7 +50,7 @@ def test_a_key_that_is_set_is_kept_by_either_recipe():
         assert (spec.learning_rate, spec.fine_tune_epochs) == (0.01, 4)
     auto = recipe.resolve(PipelineConfig(data_root='.', output_dir='out').training())
     assert recipe.unchosen_head_keys(auto) == ['learning_rate', 'dropout', 'head_l2', 'head_epochs']
-    assert (auto.fine_tune_schedule, auto.early_stopping_patience, auto.head_on_features) == ('cosine', 3, True)
+    assert (auto.fine_tune_schedule, auto.early_stopping_patience, auto.head_on_features) == ('cosine', 6, True)
     assert (auto.fine_tune_optimizer, auto.effective_fine_tune_learning_rate) == ('sgd', 1e-3)
     assert (auto.fine_tune_epochs, auto.early_stopping_metric) == (6, 'val_accuracy')
 
