@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench venv lock cuda-lock image kubeflow-local clean
+.PHONY: demo test chromium bench venv lock cuda-lock image kubeflow-local clean
 
 venv: $(INSTALLED)
 
@@ -56,8 +56,19 @@ cuda-lock: $(LOCK)
 demo: $(INSTALLED)
 	$(BIN)/python -m pipeline.demo
 
-test: $(INSTALLED)
+test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest tests
+
+# tests/test_report_html.py opens the run report in headless Chromium. Installed from Debian when
+# missing and we are root with apt-get; elsewhere that test skips (and fails when CI is set).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for tests/test_report_html.py"; \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is not installed: tests/test_report_html.py will skip (sudo apt-get install chromium)" >&2; \
+	  fi; }
 
 # Every benchmark of bench/, one after another, then bench/RESULTS.md (well over an hour on
 # two cores; QUICK=1 for small data, into bench/RESULTS-quick.md).

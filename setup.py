@@ -13,7 +13,7 @@ setup(
     description='A TFX pipeline for image-classification transfer learning',
     packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
                                     'kubeflow', 'kubeflow.*']),
-    package_data={'pipeline': ['config.yaml']},
+    package_data={'pipeline': ['config.yaml'], 'components.report': ['templates/*.j2']},
     python_requires='>=3.9',
     install_requires=[
         'tfx==1.16.0',

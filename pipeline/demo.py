@@ -63,6 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'\nPushed model: {summary.pushed_destination}')
     else:
         print('\nThis run pushed no model (it did not pass the gate); the serving directory is unchanged.')
+    if summary and summary.report_uri:
+        print(f'Report: {summary.report_uri}/report.html (python -m pipeline.report --open shows it)')
     try:
         model_dir = predict.resolve_model_dir(config.serving_dir)
     except FileNotFoundError:

@@ -127,7 +127,8 @@ def format_summary(summary: RunSummary) -> str:
         lines.append('  gate: ' + ('passed, model blessed' if summary.blessed else 'FAILED, model not blessed'))
         lines.extend(f'    {failure}' for failure in summary.gate_failures)
     if summary.report_uri:
-        lines.append(f'  report: {summary.report_uri}/summary.md (and learning curves, confusion matrix)')
+        lines.append(f'  report: {summary.report_uri}/report.html (one page; summary.md and the figures '
+                     f'beside it)')
     if summary.tflite:
         lines.append('  TFLite: ' + '; '.join(_tflite_line(variant, result)
                                                for variant, result in summary.tflite['variants'].items()))

@@ -211,6 +211,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
 
     model_report = ModelReportGen(
         model_run=trainer.outputs['model_run'],
+        examples=example_gen.outputs['examples'],  # for the files skipped at ingestion
         evaluation=evaluator.outputs['evaluation'],
         blessing=evaluator.outputs['blessing'],
         **({'tuner_results': tuner.outputs['tuner_results']} if tuner else {}),

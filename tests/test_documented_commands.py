@@ -22,7 +22,7 @@ README = REPO / 'README.md'
 RUN_ELSEWHERE = {
     'pipeline.demo': 'test_pipeline_end_to_end.py', 'pipeline.local_runner': 'test_pipeline_end_to_end.py',
     'pipeline.predict': 'test_pipeline_end_to_end.py', 'pipeline.run_summary': 'test_pipeline_end_to_end.py',
-    'kubeflow.local_run': 'test_kubeflow_local.py',
+    'kubeflow.local_run': 'test_kubeflow_local.py', 'pipeline.report': 'test_pipeline_end_to_end.py',
 }
 RUN_HERE = ('pipeline.describe', 'kubeflow.runner', 'kubeflow.schedule', 'components.weights',
             'pipeline.fashion_mnist', 'components.storage')

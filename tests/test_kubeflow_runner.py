@@ -285,4 +285,5 @@ def test_with_tuning_the_tuner_task_feeds_the_trainer_and_the_report(tmp_path):
     runner.compile_pipeline(PipelineConfig(**kubeflow_config_values()), tmp_path / 'plain.yaml')
     plain = yaml.safe_load((tmp_path / 'plain.yaml').read_text())
     report = plain['components'][plain['root']['dag']['tasks']['ModelReport']['componentRef']['name']]
-    assert set(report['inputDefinitions']['artifacts']) == {'model_run', 'evaluation', 'blessing', 'tflite'}
+    assert set(report['inputDefinitions']['artifacts']) == {'model_run', 'evaluation', 'blessing', 'tflite',
+                                                            'examples'}

@@ -277,3 +277,42 @@ def test_recipe_auto_writes_what_it_chose(runs):
     assert recipe['reproduce_with']['recipe'] == 'tutorial'
     assert recipe['reproduce_with']['learning_rate'] == best['learning_rate']
     assert isinstance(recipe['kept_head_only_model'], bool)
+
+
+def test_report_command_prints_and_opens_the_latest_runs_page(runs, tmp_path):
+    """`python -m pipeline.report` prints (and with --open opens) the latest run's report.html;
+    demo and local_runner print where it is."""
+    first, second = runs['first_summary'], runs['second_summary']
+    assert f'Report: {first.report_uri}/report.html' in runs['first'].stdout
+    assert f'report: {second.report_uri}/report.html' in runs['second'].stderr
+    page = Path(second.report_uri) / 'report.html'
+    out = _run(['pipeline.report', '--config', str(runs['config_path'])], runs['env']).stdout
+    assert out.strip() == str(page) and page.exists()
+    opened, browser_command = tmp_path / 'opened.txt', tmp_path / 'browser.sh'
+    browser_command.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser_command.chmod(0o755)
+    _run(['pipeline.report', '--config', str(runs['config_path']), '--open'],
+         dict(runs['env'], BROWSER=str(browser_command)))  # webbrowser runs $BROWSER with the URL
+    assert opened.read_text().strip() == page.as_uri()
+
+
+def test_report_page_of_a_real_run_in_chromium(runs, tmp_path):
+    """The first run's report.html passes test_report_html.py's browser checks, and shows the
+    mistakes the Trainer recorded, each with its true and predicted class."""
+    from test_report_html import Chromium, check_page
+    first = runs['first_summary']
+    model_run = Path(first.model_uri).parent.parent / 'model_run' / Path(first.model_uri).name
+    training = json.loads((model_run / 'training_summary.json').read_text())
+    record = json.loads((model_run / 'misclassified.json').read_text())
+    tested = sum(training['data']['test'].values())
+    correct = sum(round(row['recall'] * row['support']) for row in training['per_class_test'])
+    assert (record['test_images'], record['misclassified']) == (tested, tested - correct)
+    assert len(record['images']) == min(tested - correct, 24)
+    for item in record['images']:  # file names are <class>/<name>: the examples lined up with the predictions
+        assert item['file'].split('/')[0] == item['true_class'] != item['predicted_class'], item
+    with Chromium(tmp_path / 'chromium') as browser:
+        check_page(browser, Path(first.report_uri) / 'report.html', tmp_path / 'report.png')
+        cards = browser.evaluate("Array.from(document.querySelectorAll('#mistakes .thumb')).map(c => c.innerText)")
+    assert len(cards) == len(record['images'])
+    for item, card in zip(record['images'], cards):
+        assert f'true: {item["true_class"]}' in card and f'predicted: {item["predicted_class"]}' in card, card

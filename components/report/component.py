@@ -6,18 +6,23 @@ Evaluator's measurements on the test split (overall and per class) and the bless
 `summary.json` and `summary.md` of a new ModelReport artifact. The Trainer cannot write the
 verdict itself: it is decided after it. When the Tuner ran, its trials are added too, and
 when TFLiteExport ran, its variants' measurements and which were pushed.
+
+The same, with the figures and the thumbnails of the most confident mistakes inlined, becomes
+`report.html` (html.py): the one page per run people look at.
 """
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
 from components.evaluator import evaluation_results
+from components.example_gen.ingestion.report import REPORT_FILE as INGESTION_REPORT_FILE
+from components.report import html
 from components.tflite.component import read_report as read_tflite_report
-from components.trainer import reports
+from components.trainer import misclassified, reports
 from components.tuner.spec import FINE_TUNE_STAGE, HEAD_STAGE, STAGE
 
 
@@ -47,10 +52,16 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
     tuner_results: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TunerResults] = None,
     # Connected when the config lists `tflite:` variants.
     tflite: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    # ImageExampleGen's examples, for the files skipped at ingestion (ingestion_report.json).
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples] = None,
 ) -> None:
     summary = reports.read_json(os.path.join(model_run.uri, reports.TRAINING_SUMMARY_FILE))
     summary['evaluation'] = evaluation_results.read(evaluation.uri, summary.get('class_names'))
     summary['blessed'] = bool(blessing.get_int_custom_property('blessed'))
+    summary['gate'] = gate_thresholds(evaluation.uri)
+    summary['misclassified'] = misclassified.read(model_run.uri)
+    if examples is not None and tf.io.gfile.exists(os.path.join(examples.uri, INGESTION_REPORT_FILE)):
+        summary['ingestion'] = reports.read_json(os.path.join(examples.uri, INGESTION_REPORT_FILE))
     if tuner_results is not None:
         summary['tuning'] = tuning_trials(reports.read_json(os.path.join(tuner_results.uri, TUNER_RESULTS_FILE)))
     if tflite is not None:
@@ -62,6 +73,36 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
             tf.io.gfile.copy(source, os.path.join(report.uri, name), overwrite=True)
     reports.write_json(summary, os.path.join(report.uri, SUMMARY_JSON))
     reports.write_markdown(summary, os.path.join(report.uri, SUMMARY_MARKDOWN))
+    with tf.io.gfile.GFile(os.path.join(report.uri, html.REPORT_HTML), 'w') as f:
+        f.write(html.render(summary, _images(summary, model_run.uri)))
+
+
+def _images(summary: Dict[str, Any], model_run_dir: str) -> Dict[str, bytes]:
+    """The PNGs the page inlines, by name: the figures and the mistakes' thumbnails."""
+    names = list(_COPIED) + [item['thumbnail'] for item in (summary.get('misclassified') or {}).get('images', [])]
+    images = {}
+    for name in names:
+        path = os.path.join(model_run_dir, name)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path, 'rb') as f:
+                images[name] = f.read()
+    return images
+
+
+def gate_thresholds(evaluation_uri: str) -> Optional[Dict[str, float]]:
+    """min_accuracy and max_accuracy_drop as the Evaluator applied them (components/evaluator/gate.py),
+    read back from the eval config TFMA wrote beside its results; None if there is none."""
+    from tensorflow_model_analysis.writers.eval_config_writer import load_eval_run
+    config = load_eval_run(evaluation_uri)[0]
+    for spec in config.metrics_specs if config else []:
+        for metric in spec.metrics:
+            for per_slice in metric.per_slice_thresholds:
+                threshold = per_slice.threshold
+                if threshold.value_threshold.HasField('lower_bound'):
+                    # (+ 0.0: gate.py's epsilon leaves -0.0 for a drop of 0)
+                    return {'min_accuracy': round(threshold.value_threshold.lower_bound.value, 6) + 0.0,
+                            'max_accuracy_drop': round(-threshold.change_threshold.absolute.value, 6) + 0.0}
+    return None
 
 
 def tuning_trials(rows: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -3,7 +3,8 @@
 The input pipeline is in data.py, the model in model.py, the phases and checkpoints in
 training.py, the exported signatures in serving.py. Next to the model (the model_run folder)
 it writes TensorBoard logs, learning curves, the test split's confusion matrix and per-class
-metrics, and a training summary (reports.py).
+metrics, a training summary (reports.py), and the most confident mistakes on the test split
+(misclassified.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tfx import v1 as tfx
 from components.example_gen import class_names as class_names_lib
 from components.trainer import data as data_lib
 from components.trainer import model as model_lib
-from components.trainer import hyperparameters, reports, serving, training
+from components.trainer import hyperparameters, misclassified, reports, serving, training
 from components.trainer import recipe as recipe_lib
 from components.trainer.spec import AugmentationSpec, TrainingSpec
 
@@ -39,7 +40,7 @@ class _PhaseEvaluation:
         self._data = data
         self._counts = counts
         self._test_labels = None
-        self._test_predictions = None
+        self._test_probabilities = None
 
     def __call__(self, phase: str) -> Dict[str, float]:
         metrics = {}
@@ -48,11 +49,10 @@ class _PhaseEvaluation:
             metrics['eval_accuracy'], metrics['eval_loss'] = float(accuracy), float(loss)
         if self._counts['test'].sum():
             labels, logits = self._predict_test()
-            predictions = model_lib.probabilities(logits, self._classifier.num_classes).numpy().argmax(axis=1)
-            metrics['test_accuracy'] = float(np.mean(predictions == labels))
+            self._test_probabilities = model_lib.probabilities(logits, self._classifier.num_classes).numpy()
+            metrics['test_accuracy'] = float(np.mean(self._test_probabilities.argmax(axis=1) == labels))
             metrics['test_loss'] = float(self._classifier.model.loss(
                 labels.astype(np.float32) if self._classifier.binary else labels, logits))
-            self._test_predictions = predictions
         logger.info('After %s: %s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
         return metrics
 
@@ -63,13 +63,17 @@ class _PhaseEvaluation:
         logits = self._classifier.model.predict(dataset.map(lambda inputs, _: inputs), verbose=0)
         return self._test_labels, logits
 
+    def test_labels_and_probabilities(self):
+        """(labels, class probabilities) of the test split by the final model."""
+        if self._test_probabilities is None:  # every phase was done by an earlier, killed run
+            labels, logits = self._predict_test()
+            self._test_probabilities = model_lib.probabilities(logits, self._classifier.num_classes).numpy()
+        return self._test_labels, self._test_probabilities
+
     def test_labels_and_predictions(self):
         """(labels, predicted classes) of the test split by the final model."""
-        if self._test_predictions is None:  # every phase was done by an earlier, killed run
-            labels, logits = self._predict_test()
-            self._test_predictions = model_lib.probabilities(
-                logits, self._classifier.num_classes).numpy().argmax(axis=1)
-        return self._test_labels, self._test_predictions
+        labels, probabilities = self.test_labels_and_probabilities()
+        return labels, probabilities.argmax(axis=1)
 
 
 def _checkpoint(fn_args: tfx.components.FnArgs) -> training.TrainingCheckpoint:
@@ -165,6 +169,10 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
         'reproduce_with': {'recipe': 'tutorial', **choices, **_tuned_as_config(spec, tuned)},
     }
     _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase, recipe_summary)
+    if counts['test'].sum():  # the report's thumbnails of the most confident mistakes
+        misclassified.write(fn_args.model_run_dir, *evaluate_phase.test_labels_and_probabilities(), names,
+                            misclassified.raw_examples(fn_args, data_lib.split_files(fn_args, 'test'),
+                                                       data.transform_output.raw_metadata.schema, spec.batch_size))
     checkpoint.clear()
 
 
