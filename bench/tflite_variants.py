@@ -67,7 +67,7 @@ def int8_study(model_uri: str, examples_uri: str) -> list:
     import tensorflow as tf
     from tfx.utils import path_utils
 
-    from components.tflite import export
+    from components.tflite import export, variants
     from components.tflite.interpreter import TFLiteModel
     from components.tflite.spec import TFLiteSpec
     from components.trainer.serving import PIXELS_SIGNATURE
@@ -83,19 +83,9 @@ def int8_study(model_uri: str, examples_uri: str) -> list:
     for label, calibration, new_quantizer in (('the pipeline\'s: 200 calibration images', 200, True),
                                               ('1,000 calibration images', 1000, True),
                                               ('200 images, TFLite\'s older quantiser', 200, False)):
-        def representative(limit=calibration):
-            yield [np.zeros((1, size, size, 3), np.float32)]
-            yield [np.full((1, size, size, 3), 255.0, np.float32)]
-            for batch, _ in export.split_pixels(examples_uri, 'train', size, spec, limit=limit):
-                for image in batch:
-                    yield [image[None]]
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[PIXELS_SIGNATURE])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.uint8
-        converter.experimental_new_quantizer = new_quantizer
-        predicted = TFLiteModel(model_content=converter.convert(), num_threads=None).probabilities(pixels).argmax(1)
+        model = variants.convert(saved_model, PIXELS_SIGNATURE, 'int8',
+                                 export.calibration_images(examples_uri, size, spec, calibration), new_quantizer)
+        predicted = TFLiteModel(model_content=model, num_threads=None).probabilities(pixels).argmax(1)
         rows.append({'int8': label, 'accuracy': float(np.mean(predicted == labels)),
                      'agreement': float(np.mean(predicted == reference))})
         print(rows[-1], flush=True)

@@ -33,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if output_dir and '://' not in output_dir and not os.path.isdir(output_dir):
         print(f'No run here: {output_dir} does not exist', file=sys.stderr)
         return 1
-    keep_tool_files_out_of_home(args.config, overrides)  # loading the config imports TensorFlow
+    keep_tool_files_out_of_home(args.config, overrides)  # reading ML Metadata imports TensorFlow
     try:
         config = load_config(args.config, overrides)
     except ConfigError as error:

@@ -51,6 +51,18 @@ def split_pixels(examples_uri: str, split: str, size: int, spec: TFLiteSpec,
         yield pixels.numpy(), labels.numpy()
 
 
+def calibration_images(examples_uri: str, size: int, spec: TFLiteSpec, limit: int):
+    """int8's representative dataset: a black and a white image (so the input's range is exactly
+    0..255: scale 1, zero point 0), then up to `limit` training images, one per call."""
+    def representative():
+        yield [np.zeros((1, size, size, 3), np.float32)]
+        yield [np.full((1, size, size, 3), 255.0, np.float32)]
+        for pixels, _ in split_pixels(examples_uri, 'train', size, spec, limit=limit):
+            for image in pixels:
+                yield [image[None]]
+    return representative
+
+
 def export_variants(saved_model_dir: str, examples_uri: str, spec: TFLiteSpec, rejected_dir: str) -> Dict[str, Any]:
     """Converts, measures and gates every variant of spec; returns the report (also logged)."""
     loaded = tf.saved_model.load(saved_model_dir)
@@ -58,13 +70,7 @@ def export_variants(saved_model_dir: str, examples_uri: str, spec: TFLiteSpec, r
     size = int(from_pixels.structured_input_signature[1][PIXELS_INPUT].shape[1])
     class_names = [name.decode() for name in loaded.class_names.numpy()]
 
-    def representative():
-        yield [np.zeros((1, size, size, 3), np.float32)]
-        yield [np.full((1, size, size, 3), 255.0, np.float32)]
-        for pixels, _ in split_pixels(examples_uri, 'train', size, spec, limit=spec.calibration_images):
-            for image in pixels:
-                yield [image[None]]
-
+    representative = calibration_images(examples_uri, size, spec, spec.calibration_images)
     results: Dict[str, Dict[str, Any]] = {}
     models: Dict[str, bytes] = {}
     for variant in spec.variants:

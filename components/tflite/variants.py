@@ -28,12 +28,15 @@ from components.tflite.spec import VARIANTS  # noqa: F401  (the names, kept wher
 
 
 def convert(saved_model_dir: str, signature: str, variant: str,
-            representative: Optional[Callable[[], Iterable[List[np.ndarray]]]] = None) -> bytes:
+            representative: Optional[Callable[[], Iterable[List[np.ndarray]]]] = None,
+            new_quantizer: bool = True) -> bytes:
     """The .tflite flatbuffer of one variant. int8 needs `representative`: a function returning
-    an iterable of [float32 pixels of shape [1, S, S, 3]]."""
+    an iterable of [float32 pixels of shape [1, S, S, 3]]. new_quantizer False: TFLite's older
+    quantiser (bench/tflite_variants.py compares them)."""
     if variant not in VARIANTS:
         raise ValueError(f'unknown TFLite variant {variant!r}; known: {", ".join(VARIANTS)}')
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature])
+    converter.experimental_new_quantizer = new_quantizer
     if variant == 'float16':
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
