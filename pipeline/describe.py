@@ -81,8 +81,7 @@ def describe(config: PipelineConfig, class_names: Sequence[str]) -> str:
             else f'{outputs} logits, softmax, sparse categorical cross-entropy')
     lines.append('Head: ' + ' -> '.join(head) + f' ({loss})')
     if 'augmentation' in unchosen:
-        lines.append('Augmentation (training only): chosen by recipe auto among none, flips, and flips with '
-                     'rotations')
+        lines.append('Augmentation (training only): chosen by recipe auto between none and flips')
     elif spec.augmentation:
         a = spec.augmentation
         lines.append(f'Augmentation (training only, the same for every backbone): flip {a.flip}, '

@@ -11,9 +11,8 @@ BatchNorm in inference mode) and chooses its numbers:
   learning rate, then its regularisation (dropout, L2), are chosen by the lowest validation
   loss, each candidate trained with early stopping; the best candidate, at its best epoch, is
   phase 1's result (choose_head);
-- phase 2's augmentation is chosen among none, flips, and the tutorial's flips and rotations,
-  by whether the augmented images' features help that head on the validation split
-  (choose_augmentation);
+- phase 2's augmentation is chosen between none and flips, by whether the flipped images'
+  features help that head on the validation split (choose_augmentation);
 - phase 2 fine-tunes for up to AUTO['fine_tune_epochs'] epochs with that augmentation, SGD
   with momentum 0.9, a linear warm-up to 1e-3 and a cosine decay to zero
   (bench/results/fine_tune_schedule.md: after a converged head, RMSprop's first steps undo
@@ -58,9 +57,11 @@ AUTO_REGULARISATION = ((0.2, 0.0), (0.5, 0.0), (0.2, 1e-3), (0.5, 1e-3))  # (dro
 AUTO_HEAD_MAX_EPOCHS = 100
 AUTO_HEAD_PATIENCE = 5
 # Phase 2's augmentation, chosen by how a head trained on the features of un-augmented plus
-# once-augmented training images does on the validation split: none, flips, or the
-# tutorial's flips and rotations of up to 0.2 turns (which hurt when every image is upright).
-AUTO_AUGMENTATIONS = (None, AugmentationSpec(flip=True, rotation=0.0), AugmentationSpec())
+# once-augmented training images does on the validation split: none or flips. The tutorial's
+# flips with rotations of up to 0.2 turns were a candidate too until they lost to `none` in
+# all six benchmark runs of bench/results/recipe.json (three sets; bcd086d and 4776eb6) while
+# costing a backbone pass over the training images each time (6 s to 40 s here).
+AUTO_AUGMENTATIONS = (None, AugmentationSpec(flip=True, rotation=0.0))
 # Without a validation split nothing can be chosen on it: these are used instead.
 AUTO_WITHOUT_VALIDATION = dict(learning_rate=1e-3, dropout=0.2, head_l2=0.0, head_epochs=20,
                                augmentation=AugmentationSpec())
