@@ -19,6 +19,8 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Union
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from components.data_validation.spec import DataValidationSpec, DriftThresholds
+from components.data_validation.spec import Mode as DataValidationMode
 from components.example_gen.spec import IngestionConfig
 from components.storage import USES_S3_ENV
 from components.strict_spec import StrictSpec, is_remote
@@ -35,8 +37,9 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name('config.yaml')
 # Components that run in a container of their own on Kubeflow and may be given resources.
 # ImageExampleGen is not among them: TFX's Kubeflow v2 compiler builds a FileBasedExampleGen's
 # container without looking at its platform config, so resources set for it would be ignored.
-KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'Transform', 'Tuner', 'Trainer',
-                                'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher')
+KUBEFLOW_RESOURCE_COMPONENTS = ('StatisticsGen', 'ImportSchemaGen', 'DataValidator', 'Transform', 'Tuner', 'Trainer',
+                                'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher',
+                                'RecordDataBaseline')
 # Every node of the pipeline: each runs in a pod of its own, which Kubernetes settings can place.
 KUBEFLOW_NODES = ('ImageExampleGen',) + KUBEFLOW_RESOURCE_COMPONENTS
 # Storage that TFX inside the containers can use: TFX reads and writes artifact URIs itself,
@@ -171,6 +174,13 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
     # pushed (-1 refuses every one).
     tflite: List[TFLiteVariant] = Field(default_factory=lambda: list(DEFAULT_TFLITE_VARIANTS))
     max_tflite_accuracy_drop: float = Field(0.01, ge=-1, le=1)
+    # Data validation before Transform (components/data_validation): `block` stops a run whose
+    # data has anomalies (schema, or drift past data_drift's thresholds from the previous
+    # successful run, whose statistics are kept in data_baseline_dir); `warn` reports them and
+    # goes on; `off` does not check.
+    data_validation: DataValidationMode = 'block'
+    data_drift: DriftThresholds = DriftThresholds()
+    data_baseline_dir: Optional[str] = None
     beam_args: List[str] = Field(default_factory=lambda: ['--direct_running_mode=in_memory'])
     # An S3-compatible server for s3:// paths (MinIO: http://minio-service.kubeflow:9000);
     # unset: AWS. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
@@ -218,6 +228,7 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
             'pipeline_root': os.path.join(self.output_dir, 'pipeline_root'),
             'metadata_path': os.path.join(self.output_dir, 'metadata.sqlite'),
             'serving_dir': os.path.join(self.output_dir, 'serving'),
+            'data_baseline_dir': os.path.join(self.output_dir, 'data_baseline'),
             'cli_home': os.path.join(self.output_dir, 'tfx_cli'),
         }
         for key, default in defaults.items():
@@ -298,7 +309,7 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
         if not self.container_image:
             problems.append('container_image: required; the image built from the Dockerfile (see README, '
                             '"Run on Kubeflow")')
-        for key in ('data_root', 'pipeline_root', 'serving_dir'):
+        for key in ('data_root', 'pipeline_root', 'serving_dir', 'data_baseline_dir'):
             value = getattr(self, key)
             if local_root is not None:
                 if is_remote(value) or os.path.commonpath([os.path.abspath(value), local_root]) != local_root:
@@ -319,7 +330,7 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
             raise ConfigError('Configuration cannot run on Kubeflow:\n' + '\n'.join('  ' + p for p in problems))
 
     def uses_s3(self) -> bool:
-        paths = [self.data_root, self.pipeline_root, self.serving_dir]
+        paths = [self.data_root, self.pipeline_root, self.serving_dir, self.data_baseline_dir]
         return any(path.startswith('s3://') for path in paths)
 
     def storage_environment(self) -> Dict[str, str]:
@@ -334,6 +345,9 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
             env.update(S3_ENDPOINT=self.s3_endpoint.rstrip('/'), AWS_ENDPOINT_URL=self.s3_endpoint.rstrip('/'))
         return env
 
+    def data_validation_spec(self) -> DataValidationSpec:
+        return DataValidationSpec(mode=self.data_validation, drift=self.data_drift)
+
     def ingestion(self) -> IngestionConfig:
         return IngestionConfig(**{name: getattr(self, name) for name in IngestionConfig.model_fields})
 
@@ -344,7 +358,8 @@ def _messages(error: ValidationError) -> List[str]:
 
 
 # Keys whose values are file-system paths and are resolved relative to where they were written.
-_PATH_KEYS = ('data_root', 'output_dir', 'pipeline_root', 'metadata_path', 'serving_dir', 'cli_home')
+_PATH_KEYS = ('data_root', 'output_dir', 'pipeline_root', 'metadata_path', 'serving_dir', 'data_baseline_dir',
+              'cli_home')
 
 
 def _resolve_path(value: Any, base: Path) -> Any:

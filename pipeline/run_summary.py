@@ -41,6 +41,8 @@ class RunSummary:
     report_uri: Optional[str] = None
     # TFLiteExport's report (components/tflite/export.py), when it ran.
     tflite: Optional[dict] = None
+    # DataValidator's data_validation.json (components/data_validation), when it passed or warned.
+    data_validation: Optional[dict] = None
 
 
 def _store(config: PipelineConfig):
@@ -100,6 +102,9 @@ def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
         _add_evaluation(evaluation.uri, summary)
     for report in outputs.get('report', []):
         summary.report_uri = report.uri
+    for anomalies in outputs.get('anomalies', []):
+        from components.data_validation.component import read_report
+        summary.data_validation = read_report(anomalies.uri)
     for exported in outputs.get('exported', []):
         from components.tflite.component import read_report
         summary.tflite = read_report(exported.uri)
@@ -118,6 +123,10 @@ def format_summary(summary: RunSummary) -> str:
     lines = [f'Run {summary.run_id}:']
     for node in summary.nodes:
         lines.append(f'  {node.node_id:<32} {node.state:<15} {node.seconds:7.1f} s')
+    if summary.data_validation:
+        from components.data_validation.component import summary_line
+        lines.append('  data: ' + summary_line(summary.data_validation))
+        lines.extend(f'    {finding["message"]}' for finding in summary.data_validation['findings'])
     if summary.accuracy is not None:
         line = f'  test accuracy {summary.accuracy:.4f}'
         if summary.baseline_accuracy is not None:

@@ -1,15 +1,19 @@
 """`create_pipeline`: every TFX component of the pipeline, wired top to bottom.
 
-    ImageExampleGen -> StatisticsGen
+    ImageExampleGen -> StatisticsGen (per split, and per class)
     ImportSchemaGen (schemas/schema.pbtxt)
-    Transform (decode, resize, backbone scaling; graph only, applied by Trainer and serving)
+    DataValidator (unless `data_validation: off`: the schema, and drift from the previous
+                   successful run's statistics; with `block`, anomalies stop the run here)
+    Transform (after DataValidator; decode, resize, backbone scaling; graph only, applied by
+               Trainer and serving)
     [Tuner (with `tuning:`: KerasTuner trials of the head, then of fine-tuning) -> best_hyperparameters]
     Trainer (frozen backbone + head, then fine-tuning; the Tuner's best values when it ran)
     TFLiteExport (with `tflite:`: the SavedModel + TFLite variants within their accuracy budget)
     ServedModelBaseline (the model in serving_dir now) -> Evaluator (test split, gate)
     Pusher (only if blessed: the SavedModel, with the accepted TFLite variants inside it)
     ModelReport (the Trainer's reports, the Evaluator's metrics and the verdict, in one folder;
-                 the Tuner's trials too when it ran)
+                 the Tuner's trials and the data validation's findings too when they ran)
+    RecordDataBaseline (last: this run's statistics become the next run's drift baseline)
 """
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler
 from tfx.proto import transform_pb2
+from tfx_bsl.public.proto import slicing_spec_pb2
 from tfx.proto.orchestration import pipeline_pb2
 
+from components.data_validation.component import DataValidator, RecordDataBaseline
 from components.evaluator import gate
 from components.evaluator.baseline import BaselineAwareEvaluator, ServedModelBaseline
 from components.example_gen.component import ImageExampleGen
+from components.features import CLASS_NAME_KEY
 from components.report.component import ModelReportGen
 from components.tflite.component import TFLiteExport
 from components.tuner.spec import CUSTOM_CONFIG_KEY as TUNING_CONFIG_KEY
@@ -52,7 +59,9 @@ IMAGE_SCHEMA_FILE = f'{IMAGE_REPO_ROOT}/schemas/schema.pbtxt'
 # Nodes whose result depends on something outside their inputs (the serving directory's
 # content) and so must run every time: LocalDagRunner and Kubeflow must not take them from cache.
 BASELINE_NODE_ID = 'ServedModelBaseline'
-UNCACHED_NODES = (BASELINE_NODE_ID,)
+DATA_VALIDATOR_NODE_ID = 'DataValidator'
+RECORD_DATA_BASELINE_NODE_ID = 'RecordDataBaseline'
+UNCACHED_NODES = (BASELINE_NODE_ID, DATA_VALIDATOR_NODE_ID, RECORD_DATA_BASELINE_NODE_ID)
 
 # Beam flags that make TFX skip packaging itself into a temporary sdist for every Beam
 # component (~50 MB left in the temp directory each time, and seconds of work): any one of
@@ -128,6 +137,17 @@ def local_ir(pipeline: tfx.dsl.Pipeline) -> pipeline_pb2.Pipeline:
     return ir
 
 
+def statistics_options():
+    """StatisticsGen's options: statistics of every split, and of each class within it.
+
+    Slicing by class_name makes the statistics answer "what do this class's images look like",
+    and lets DataValidator compare each class with the previous run's.
+    """
+    import tensorflow_data_validation as tfdv
+    return tfdv.StatsOptions(slicing_config=slicing_spec_pb2.SlicingConfig(
+        slicing_specs=[slicing_spec_pb2.SlicingSpec(feature_keys=[CLASS_NAME_KEY])]))
+
+
 def _components_custom_config(values: Dict, fingerprint: str) -> Dict:
     return dict(values, code_version=fingerprint)
 
@@ -152,9 +172,19 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
 
     example_gen = ImageExampleGen(config.data_root, config.ingestion(), code_version=ingestion_code_fingerprint())
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+
+    # With the schema, TFDV treats image_raw as image bytes (no top values of encoded images).
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'],
+                                                  schema=schema_gen.outputs['schema'],
+                                                  stats_options=statistics_options())
+
+    data_validator = None
+    if config.data_validation != 'off':
+        data_validator = DataValidator(
+            statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'],
+            baseline_dir=config.data_baseline_dir,
+            validation_spec=config.data_validation_spec().model_dump_json()).with_id(DATA_VALIDATOR_NODE_ID)
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
@@ -168,6 +198,8 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         splits_config=transform_pb2.SplitsConfig(analyze=['train']),
         custom_config=_components_custom_config(config.preprocessing().model_dump(), fingerprint),
     )
+    if data_validator:  # a task dependency: Transform reads the examples, not the validator's output
+        transform.add_upstream_node(data_validator)
 
     tuner = None
     if config.tuning:
@@ -216,6 +248,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         blessing=evaluator.outputs['blessing'],
         **({'tuner_results': tuner.outputs['tuner_results']} if tuner else {}),
         **({'tflite': tflite.outputs['exported']} if tflite else {}),
+        **({'data_validation': data_validator.outputs['anomalies']} if data_validator else {}),
     ).with_id('ModelReport')
 
     # The Evaluator judged the Trainer's model; TFLiteExport's holds the same SavedModel, byte
@@ -227,11 +260,19 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
     )
 
+    # Last, so that only a run that got through the Pusher and the report (blessed or not)
+    # leaves its statistics as the baseline the next run's data is compared with.
+    record_data_baseline = RecordDataBaseline(
+        statistics=statistics_gen.outputs['statistics'],
+        baseline_dir=config.data_baseline_dir).with_id(RECORD_DATA_BASELINE_NODE_ID)
+    record_data_baseline.add_upstream_nodes([pusher, model_report])
+
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, transform, *([tuner] if tuner else []), trainer,
-                    *([tflite] if tflite else []), baseline, evaluator, model_report, pusher],
+        components=[example_gen, statistics_gen, schema_gen, *([data_validator] if data_validator else []), transform,
+                    *([tuner] if tuner else []), trainer, *([tflite] if tflite else []), baseline, evaluator,
+                    model_report, pusher, record_data_baseline],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=effective_beam_args(config.beam_args),

@@ -51,7 +51,8 @@ AS_IS = {
 def test_what_tensorflow_decodes_passes_untouched(kind):
     data = AS_IS[kind]()
     outcome = inspect(data, LIMIT, apply_exif_orientation=True)
-    assert outcome == Ingested(data)
+    assert isinstance(outcome, Ingested) and outcome.encoded == data and outcome.conversion == ''
+    assert (outcome.facts.height, outcome.facts.width, outcome.facts.file_bytes) == (20, 24, len(data))
     assert decode_rgb(data, WHITE).shape == (20, 24, 3)
 
 

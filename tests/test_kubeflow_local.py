@@ -21,8 +21,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get('KUBEFLOW_LOCAL_IMAGE', 'image-transfer-learning:latest')
-STEPS = ('ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'TFLiteExport',
-         'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher')
+STEPS = ('ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'DataValidator', 'Transform', 'Trainer',
+         'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher', 'RecordDataBaseline')
 
 pytestmark = pytest.mark.docker
 
@@ -103,6 +103,16 @@ def test_every_step_ran_in_its_container(runs):
         for step in steps:
             assert (_task(runs[name], step) / 'executor_output.json').exists(), (name, step)
         assert runs[name]['log'].count(f"Found image '{IMAGE}'") == len(steps), name
+
+
+def test_data_is_validated_against_the_previous_runs_statistics_in_the_containers(runs):
+    def report(name):
+        return json.loads((_task(runs[name], 'DataValidator') / 'anomalies' / 'data_validation.json').read_text())
+    first, second = report('first'), report('second')
+    assert first['verdict'] == 'passed' and first['previous_run_statistics'] is None
+    # RecordDataBaseline of the first run left its statistics where the second run's validator looked.
+    assert second['verdict'] == 'passed' and second['previous_run_statistics'] and second['drift']
+    assert all(d['value'] == 0 for d in second['drift'])
 
 
 def test_the_tuners_best_values_reach_the_trainer_in_the_containers(runs):

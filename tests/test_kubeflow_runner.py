@@ -8,14 +8,15 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.utils import import_utils
 
+from components.data_validation.spec import DriftThresholds
 from conftest import kubeflow_config_values
 from kubeflow import runner
 from pipeline import tfx_pipeline
 from pipeline.config import ConfigError, PipelineConfig
 
 IMAGE = kubeflow_config_values()['container_image']
-COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'TFLiteExport',
-              'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
+COMPONENTS = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'DataValidator', 'Transform', 'Trainer',
+              'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher', 'RecordDataBaseline'}
 # The only executor kinds open-source Kubeflow Pipelines runs (its Argo compiler answers
 # "resolver executors not implemented" to the rest); kfp.local runs the same two.
 OPEN_SOURCE_EXECUTORS = {'container', 'importer'}
@@ -69,6 +70,20 @@ def test_only_executors_open_source_kubeflow_runs(tmp_path, overrides):
     assert _executor_kinds(spec) <= OPEN_SOURCE_EXECUTORS
     assert set(spec['root']['dag']['tasks']) == COMPONENTS
     assert spec['schemaVersion'] == '2.1.0'
+
+
+def test_data_validator_runs_before_transform_and_the_baseline_is_recorded_last(spec):
+    tasks = spec.root.dag.tasks
+    assert 'DataValidator' in tasks['Transform'].dependent_tasks
+    assert _depends_on(spec, 'DataValidator', 'StatisticsGen') and _depends_on(spec, 'DataValidator', 'ImportSchemaGen')
+    assert {'Pusher', 'ModelReport'} <= set(tasks['RecordDataBaseline'].dependent_tasks)
+    for task in ('DataValidator', 'RecordDataBaseline'):  # their result depends on the baseline folder
+        assert not tasks[task].caching_options.enable_cache, task
+        baseline_dir = tasks[task].inputs.parameters['baseline_dir'].runtime_value.constant
+        assert baseline_dir.string_value == 'gs://test-bucket/out/data_baseline'
+    parameters = tasks['DataValidator'].inputs.parameters
+    validation = json.loads(parameters['validation_spec'].runtime_value.constant.string_value)
+    assert validation == {'mode': 'block', 'drift': DriftThresholds().model_dump()}
 
 
 def test_the_baseline_is_never_taken_from_cache(spec):
@@ -286,4 +301,4 @@ def test_with_tuning_the_tuner_task_feeds_the_trainer_and_the_report(tmp_path):
     plain = yaml.safe_load((tmp_path / 'plain.yaml').read_text())
     report = plain['components'][plain['root']['dag']['tasks']['ModelReport']['componentRef']['name']]
     assert set(report['inputDefinitions']['artifacts']) == {'model_run', 'evaluation', 'blessing', 'tflite',
-                                                            'examples'}
+                                                            'examples', 'data_validation'}

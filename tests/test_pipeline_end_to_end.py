@@ -45,7 +45,9 @@ def runs(tmp_path_factory):
     config_path.write_text(yaml.safe_dump(tiny_config_values(
         data, root / 'output', split_ratios={'train': 60, 'eval': 20, 'test': 20},
         # float32 too: it converts without loss, so one variant is always pushed.
-        tflite=['float32', 'float16', 'int8'])))
+        tflite=['float32', 'float16', 'int8'],
+        # Drift from few images: the second run's data is identical, every figure must be 0.
+        data_drift={'min_images': 5})))
     home, temp = root / 'home', root / 'temp'
     home.mkdir()
     temp.mkdir()
@@ -68,8 +70,9 @@ def runs(tmp_path_factory):
 def test_first_run_pushes_a_blessed_model_through_the_tfx_cli(runs):
     summary = runs['first_summary']
     states = {node.node_id: node.state for node in summary.nodes}
-    assert set(states) == {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer',
-                           'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher'}
+    assert set(states) == {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'DataValidator', 'Transform',
+                           'Trainer', 'TFLiteExport', 'ServedModelBaseline', 'Evaluator', 'ModelReport', 'Pusher',
+                           'RecordDataBaseline'}
     assert all(state == 'ran' for state in states.values()), states
     assert summary.blessed is True and summary.accuracy is not None
     assert summary.baseline_accuracy is None  # nothing blessed before
@@ -77,6 +80,15 @@ def test_first_run_pushes_a_blessed_model_through_the_tfx_cli(runs):
     assert len(versions) == 1 and versions[0].name.isdigit()
     assert summary.pushed_destination == str(versions[0])
     assert 'Pushed model: ' + str(versions[0]) in runs['first'].stdout
+
+
+def test_second_run_on_the_same_data_passes_data_validation(runs):
+    first, second = runs['first_summary'].data_validation, runs['second_summary'].data_validation
+    assert first['verdict'] == 'passed' and first['previous_run_statistics'] is None
+    assert second['verdict'] == 'passed' and second['previous_run_statistics'] and second['findings'] == []
+    # Every drift figure of identical data is 0, each against its threshold.
+    assert second['drift'] and all(d['value'] == 0 for d in second['drift'])
+    assert 'data: Data validation against the previous successful run: no anomalies' in runs['second'].stderr
 
 
 def test_tfx_cli_state_stays_in_output_dir(runs):

@@ -22,9 +22,9 @@ def config(tmp_path, image_folder):
 def test_components_in_order_and_wired(config):
     pipeline = tfx_pipeline.create_pipeline(config)
     ids = [c.id for c in pipeline.components]  # TFX sorts them topologically
-    assert sorted(ids) == sorted(['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform',
-                                  'Trainer', 'TFLiteExport', 'ServedModelBaseline', 'Evaluator',
-                                  'ModelReport', 'Pusher'])
+    assert sorted(ids) == sorted(['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'DataValidator',
+                                  'Transform', 'Trainer', 'TFLiteExport', 'ServedModelBaseline', 'Evaluator',
+                                  'ModelReport', 'Pusher', 'RecordDataBaseline'])
     spine = ['ImageExampleGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
     assert [ids.index(c) for c in spine] == sorted(ids.index(c) for c in spine)
     by_id = {c.id: c for c in pipeline.components}
@@ -35,6 +35,9 @@ def test_components_in_order_and_wired(config):
     assert pusher.inputs['model_blessing'].producer_component_id == 'Evaluator'
     assert trainer.inputs['examples'].producer_component_id == 'ImageExampleGen'
     assert trainer.inputs['transform_graph'].producer_component_id == 'Transform'
+    assert by_id['Transform'].upstream_nodes >= {by_id['DataValidator']}
+    assert by_id['DataValidator'].inputs['statistics'].producer_component_id == 'StatisticsGen'
+    assert by_id['RecordDataBaseline'].upstream_nodes >= {pusher, by_id['ModelReport']}
     assert pipeline.metadata_connection_config.sqlite.filename_uri == config.metadata_path
     assert pipeline.pipeline_info.pipeline_root == config.pipeline_root
 
@@ -103,6 +106,13 @@ def test_tflite_variants_are_pushed_in_the_model_the_evaluator_judged(config, tm
     by_id = {c.id: c for c in tfx_pipeline.create_pipeline(without).components}
     assert 'TFLiteExport' not in by_id and 'tflite' not in by_id['ModelReport'].inputs
     assert by_id['Pusher'].inputs['model'].producer_component_id == 'Trainer'
+
+
+def test_data_validation_off_leaves_the_validator_out_but_still_records_the_baseline(tmp_path, image_folder):
+    config = PipelineConfig(**tiny_config_values(image_folder, tmp_path / 'out', data_validation='off'))
+    by_id = {c.id: c for c in tfx_pipeline.create_pipeline(config).components}
+    assert 'DataValidator' not in by_id and 'RecordDataBaseline' in by_id
+    assert not by_id['Transform'].upstream_nodes - {by_id['ImageExampleGen'], by_id['ImportSchemaGen']}
 
 
 def test_without_tuning_there_is_no_tuner(config):

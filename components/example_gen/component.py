@@ -7,6 +7,10 @@ caching and ML Metadata behave as for any TFX ExampleGen. Each example holds:
     label           int64  index of the class in the sorted class names
     filename        bytes  path relative to data_root
     content_sha256  bytes  sha256 of the file's bytes (hex)
+    class_name      bytes  the class's name (statistics and drift per class)
+    image_height, image_width, image_channels, image_format, image_file_bytes,
+    image_brightness, image_saturation: what the image looks like (ingestion.image_facts),
+                           for StatisticsGen and the data validation; nothing trains on them
 
 Two layouts (ingestion.data_folder):
 

@@ -30,7 +30,10 @@ from components.example_gen.ingestion import IngestionError, data_folder, inspec
 from components.example_gen.ingestion import report as report_lib
 from components.example_gen.ingestion import skips
 from components.example_gen.spec import ImageReadingConfig
-from components.features import CONTENT_HASH_KEY, FILENAME_KEY, IMAGE_KEY, LABEL_KEY
+from components.example_gen.ingestion.image_facts import ImageFacts
+from components.features import (CLASS_NAME_KEY, CONTENT_HASH_KEY, FILENAME_KEY, IMAGE_BRIGHTNESS_KEY,
+                                 IMAGE_CHANNELS_KEY, IMAGE_FILE_BYTES_KEY, IMAGE_FORMAT_KEY, IMAGE_HEIGHT_KEY,
+                                 IMAGE_KEY, IMAGE_SATURATION_KEY, IMAGE_WIDTH_KEY, LABEL_KEY)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ CLASS_FILES_PATTERN = '*/*'
 
 # exec_properties the executor adds for its own Beam transforms.
 _CLASS_FOLDERS = '_class_folders'
+_CLASS_NAMES = '_class_names'
 _READING = '_reading'
 _REPORT_DIR = '_report_dir'
 _SKIPPED = 'skipped'
@@ -71,9 +75,10 @@ class _ListClassFolder(beam.DoFn):
 class _ReadImage(beam.DoFn):
     """(label, image path) -> tf.Example, or a tagged skip; conversions are tagged too."""
 
-    def __init__(self, data_root: str, reading: Dict[str, Any]):
+    def __init__(self, data_root: str, reading: Dict[str, Any], class_names: List[str]):
         self._data_root = data_root
         self._reading = ImageReadingConfig(**reading)
+        self._class_names = class_names
 
     def process(self, item: Tuple[int, str]):
         label, relative = item
@@ -89,18 +94,35 @@ class _ReadImage(beam.DoFn):
             return
         if outcome.conversion:
             yield beam.pvalue.TaggedOutput(_CONVERTED, {'file': relative, 'conversion': outcome.conversion})
-        yield _example(outcome.encoded, label, relative, hashlib.sha256(data).hexdigest())
+        yield image_example(outcome.encoded, label, self._class_names[label], relative,
+                            hashlib.sha256(data).hexdigest(), outcome.facts)
 
 
-def _example(encoded: bytes, label: int, relative: str, content_hash: str) -> tf.train.Example:
+def image_example(encoded: bytes, label: int, class_name: str, relative: str, content_hash: str,
+                  facts: ImageFacts) -> tf.train.Example:
+    """The tf.Example of one ingested image (component.py lists its features)."""
     def bytes_feature(value: bytes):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
+    def int_feature(value: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    def float_feature(value: float):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
     return tf.train.Example(features=tf.train.Features(feature={
         IMAGE_KEY: bytes_feature(encoded),
-        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        LABEL_KEY: int_feature(label),
+        CLASS_NAME_KEY: bytes_feature(class_name.encode()),
         FILENAME_KEY: bytes_feature(relative.encode()),
         CONTENT_HASH_KEY: bytes_feature(content_hash.encode()),
+        IMAGE_HEIGHT_KEY: int_feature(facts.height),
+        IMAGE_WIDTH_KEY: int_feature(facts.width),
+        IMAGE_CHANNELS_KEY: int_feature(facts.channels),
+        IMAGE_FORMAT_KEY: bytes_feature(facts.source_format.encode()),
+        IMAGE_FILE_BYTES_KEY: int_feature(facts.file_bytes),
+        IMAGE_BRIGHTNESS_KEY: float_feature(facts.brightness),
+        IMAGE_SATURATION_KEY: float_feature(facts.saturation),
     }))
 
 
@@ -153,7 +175,8 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     read = (listed['files']
             | 'InPathHashOrder' >> _InPathHashOrder()  # pylint: disable=no-value-for-parameter
             | 'Distribute' >> beam.Reshuffle()
-            | 'ReadImages' >> beam.ParDo(_ReadImage(data_root, exec_properties[_READING])).with_outputs(
+            | 'ReadImages' >> beam.ParDo(_ReadImage(data_root, exec_properties[_READING],
+                                                    exec_properties[_CLASS_NAMES])).with_outputs(
                 _SKIPPED, _CONVERTED, main='examples'))
     report_prefix = os.path.join(exec_properties[_REPORT_DIR], split_folder or 'all')
     skipped = (listed[_SKIPPED], read[_SKIPPED]) | 'AllSkipped' >> beam.Flatten()
@@ -265,7 +288,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         class_folders = {split_folder: [(names.index(name), folder) for name, folder in folders if name in names]
                          for split_folder, folders in found.folders.items()}
         self._write_examples(examples, dict(exec_properties, **{
-            _CLASS_FOLDERS: class_folders, _READING: reading.model_dump(), _REPORT_DIR: report_dir}))
+            _CLASS_FOLDERS: class_folders, _CLASS_NAMES: list(names), _READING: reading.model_dump(),
+            _REPORT_DIR: report_dir}))
 
         split_names = artifact_utils.decode_split_names(examples.split_names)
         counts = {split: {} for split in split_names}

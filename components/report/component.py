@@ -2,7 +2,8 @@
 
 Runs after the Evaluator. It gathers the Trainer's reports (learning curves, confusion
 matrix, training summary with data counts and metrics after each phase) and adds the
-Evaluator's measurements on the test split (overall and per class) and the blessing, into
+Evaluator's measurements on the test split (overall and per class) and the blessing, and
+DataValidator's findings about the data (counts per split and class, anomalies, drift), into
 `summary.json` and `summary.md` of a new ModelReport artifact. The Trainer cannot write the
 verdict itself: it is decided after it. When the Tuner ran, its trials are added too, and
 when TFLiteExport ran, its variants' measurements and which were pushed.
@@ -18,6 +19,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
+from components.data_validation.component import read_report as read_data_validation_report
 from components.evaluator import evaluation_results
 from components.example_gen.ingestion.report import REPORT_FILE as INGESTION_REPORT_FILE
 from components.report import html
@@ -54,6 +56,9 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
     tflite: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     # ImageExampleGen's examples, for the files skipped at ingestion (ingestion_report.json).
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples] = None,
+    # DataValidator's anomalies, for the data section (counts, anomalies, drift); absent with
+    # `data_validation: off`.
+    data_validation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies] = None,
 ) -> None:
     summary = reports.read_json(os.path.join(model_run.uri, reports.TRAINING_SUMMARY_FILE))
     summary['evaluation'] = evaluation_results.read(evaluation.uri, summary.get('class_names'))
@@ -62,6 +67,8 @@ def ModelReportGen(  # noqa: N802  (TFX names components like classes)
     summary['misclassified'] = misclassified.read(model_run.uri)
     if examples is not None and tf.io.gfile.exists(os.path.join(examples.uri, INGESTION_REPORT_FILE)):
         summary['ingestion'] = reports.read_json(os.path.join(examples.uri, INGESTION_REPORT_FILE))
+    if data_validation is not None:
+        summary['data_validation'] = read_data_validation_report(data_validation.uri)
     if tuner_results is not None:
         summary['tuning'] = tuning_trials(reports.read_json(os.path.join(tuner_results.uri, TUNER_RESULTS_FILE)))
     if tflite is not None:

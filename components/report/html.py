@@ -169,6 +169,7 @@ def render(summary: Dict[str, Any], images: Mapping[str, bytes], generated: Opti
         evaluation=_evaluation(summary),
         data=_data_rows(summary),
         ingestion=summary.get('ingestion'),
+        data_validation=summary.get('data_validation'),
         phases=_phases(summary),
         recipe=summary.get('recipe'),
         tuning=summary.get('tuning'),

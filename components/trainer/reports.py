@@ -116,6 +116,8 @@ def markdown(summary: Dict[str, Any]) -> str:
         for name in summary['class_names']:
             lines.append(f'| {name} | ' + ' | '.join(str(data[s].get(name, 0)) for s in splits) + ' |')
         lines.append('')
+    if summary.get('data_validation'):
+        lines += data_validation_markdown(summary['data_validation'])
     lines += ['## Model', '']
     for backbone in summary.get('backbones', []):
         lines.append(f'- backbone {backbone["name"]} at {backbone["image_size"]} px, weights '
@@ -250,6 +252,27 @@ def tuning_markdown(tuning: Dict[str, Any]) -> List[str]:
 
 def _cell(value: Any) -> str:
     return f'{value:.3g}' if isinstance(value, float) else str(value)
+
+
+def data_validation_markdown(report: Dict[str, Any]) -> List[str]:
+    """DataValidator's verdict, its anomalies (or none), and the drift of each split from the
+    previous successful run (components/data_validation/checks.py)."""
+    lines = ['## Data checks', '', f'Verdict: {report["verdict"]} (data_validation: {report["mode"]}); '
+             + ('compared with the previous successful run.' if report.get('previous_run_statistics')
+                else 'no previous successful run: checked against the schema only.'), '']
+    if report['findings']:
+        lines += [f'- {finding["message"]}' for finding in report['findings']]
+    else:
+        lines.append('Anomalies: none.')
+    if report.get('not_measured'):
+        lines += ['', 'Drift not measured (too few images): ' + '; '.join(report['not_measured']) + '.']
+    split_drift = [d for d in report['drift'] if not d.get('class_name')]
+    if split_drift:
+        lines += ['', '| split | feature | drift | value | threshold |', '| --- | --- | --- | --- | --- |']
+        lines += [f'| {d["split"]} | {d["feature"]} | {d["measure"]} | {d["value"]:.4f} | {d["threshold"]} |'
+                  for d in split_drift]
+    lines.append('')
+    return lines
 
 
 def write_markdown(summary: Dict[str, Any], path: str) -> None:

@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.features import IMAGE_KEY, LABEL_KEY
+from components.features import IMAGE_KEY
 from components.trainer import backbones
 from components.trainer.model import probabilities
 from components.trainer.spec import BackboneSpec
@@ -51,9 +51,10 @@ class _ServingModule(tf.Module):
         self.class_names = tf.Variable(list(class_names), trainable=False, name='class_names')
         self._num_classes = len(class_names)
         self._input_keys = list(model.input_names)
-        raw_spec = tf_transform_output.raw_feature_spec()
-        raw_spec.pop(LABEL_KEY, None)
-        self._raw_spec = raw_spec
+        # serve_examples parses only what the transform graph reads from a served example, the
+        # image: the other features of ImageExampleGen's examples (label, file name, image
+        # facts) describe the data set and would otherwise be required of every client.
+        self._raw_spec = {IMAGE_KEY: tf_transform_output.raw_feature_spec()[IMAGE_KEY]}
         self._backbones = [(b.key, backbones.get(b.name).preprocess, b.image_size) for b in backbone_specs]
         self.pixels_size = max(size for _, _, size in self._backbones)
 

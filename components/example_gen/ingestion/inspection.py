@@ -18,13 +18,16 @@ there, onto the configured background, so that ingestion does not depend on it):
    (quality 95) when it came from a JPEG, lossless PNG otherwise; 8-bit gray or RGB, with
    alpha (LA, RGBA) when some pixel is not opaque; first frame only.
 5. Anything else is refused: not an image, or truncated/corrupt image data.
+
+Every ingested file comes with its facts (ingestion.image_facts: size, channels, format,
+brightness, ...), taken from the pixels TensorFlow decodes from the bytes that are written.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import warnings
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +35,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from components.transform.image_decoding import decode_error_reason, decode_pixels
 from components.example_gen.ingestion import skips
+from components.example_gen.ingestion.image_facts import ImageFacts, describe
 
 # Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS outright (DecompressionBombError) and
 # warns above MAX_IMAGE_PIXELS; max_image_pixels is checked here instead, so the warning is noise.
@@ -46,6 +50,7 @@ _NORMAL_ORIENTATION = 1
 @dataclasses.dataclass(frozen=True)
 class Ingested:
     encoded: bytes  # what Transform decodes
+    facts: ImageFacts  # of the pixels Transform decodes from `encoded`; the source's format and size
     conversion: str = ''  # what was done to the file; '' when it passed as it is
 
 
@@ -74,12 +79,14 @@ def inspect(data: bytes, max_pixels: int, apply_exif_orientation: bool) -> Union
     orientation = _orientation(image) if apply_exif_orientation else _NORMAL_ORIENTATION
     tensorflow_error = ''
     if orientation == _NORMAL_ORIENTATION:
-        tensorflow_error = _tensorflow_decode_error(data)
-        if not tensorflow_error:
+        pixels, tensorflow_error = _tensorflow_decode(data)
+        if pixels is not None:
+            untouched = Ingested(data, describe(pixels, image.format, len(data),
+                                                alpha_is_transparency=image.format != 'BMP'))
             if not _transparency_tensorflow_ignores(image):
-                return Ingested(data)
-            return _convert(image, orientation, tensorflow_error, untouched=data)
-    return _convert(image, orientation, tensorflow_error)
+                return untouched
+            return _convert(image, orientation, tensorflow_error, len(data), untouched=untouched)
+    return _convert(image, orientation, tensorflow_error, len(data))
 
 
 def _orientation(image: Image.Image) -> int:
@@ -99,21 +106,20 @@ def _transparency_tensorflow_ignores(image: Image.Image) -> bool:
     return image.format == 'GIF' or (image.format == 'PNG' and image.mode != 'P')
 
 
-def _tensorflow_decode_error(data: bytes) -> str:
-    """'' if Transform's decoder reads the bytes, else its reason."""
+def _tensorflow_decode(data: bytes) -> Tuple[Optional[np.ndarray], str]:
+    """(the pixels, '') if Transform's decoder reads the bytes, else (None, its reason)."""
     try:
-        decode_pixels(tf.constant(data))
+        return decode_pixels(tf.constant(data)).numpy(), ''
     except tf.errors.OpError as error:
-        return decode_error_reason(error.message)
-    return ''
+        return None, decode_error_reason(error.message)
 
 
-def _convert(image: Image.Image, orientation: int, tensorflow_error: str,
-             untouched: Optional[bytes] = None) -> Union[Ingested, Refused]:
+def _convert(image: Image.Image, orientation: int, tensorflow_error: str, file_bytes: int,
+             untouched: Optional[Ingested] = None) -> Union[Ingested, Refused]:
     """Pillow's pixels as PNG (or JPEG for a JPEG source), 8-bit, alpha kept.
 
-    `untouched`: the bytes, when TensorFlow decodes them and only transparency it would ignore
-    is why they are converted; they pass as they are if no pixel turns out to be transparent.
+    `untouched`: the file as it is, when TensorFlow decodes it and only transparency it would
+    ignore is why it is converted; it passes as it is if no pixel turns out to be transparent.
     """
     source_format, source = image.format, f'{image.format} {image.mode}'
     frames = getattr(image, 'n_frames', 1)
@@ -126,20 +132,21 @@ def _convert(image: Image.Image, orientation: int, tensorflow_error: str,
         because = f'TensorFlow: {tensorflow_error}; ' if tensorflow_error else ''
         return Refused(skips.CORRUPT_IMAGE, f'{because}Pillow: {error}')
     if untouched is not None and not pixels.mode.endswith('A'):
-        return Ingested(untouched)  # the transparent colour is on no pixel: nothing to keep
+        return untouched  # the transparent colour is on no pixel: nothing to keep
     target = 'JPEG' if source_format in _LOSSY_SOURCES and pixels.mode in ('L', 'RGB') else 'PNG'
     buffer = io.BytesIO()
     pixels.save(buffer, format=target, **({'quality': _JPEG_QUALITY} if target == 'JPEG' else {}))
     encoded = buffer.getvalue()
-    still_failing = _tensorflow_decode_error(encoded)
-    if still_failing:
+    decoded, still_failing = _tensorflow_decode(encoded)
+    if decoded is None:
         return Refused(skips.CORRUPT_IMAGE, f'converted with Pillow, but TensorFlow still fails: {still_failing}')
     steps = [f'EXIF orientation {orientation} applied'] if orientation != _NORMAL_ORIENTATION else []
     if untouched is not None:
         steps.append('transparency TensorFlow ignores kept as alpha')
     if frames > 1:
         steps.append(f'first of {frames} frames')
-    return Ingested(encoded, f'{source} -> {target} {pixels.mode}' + ''.join(f', {step}' for step in steps))
+    return Ingested(encoded, describe(decoded, source_format, file_bytes),
+                    f'{source} -> {target} {pixels.mode}' + ''.join(f', {step}' for step in steps))
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
