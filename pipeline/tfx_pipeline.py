@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Dict, List
 
 import tensorflow as tf
-from tfx import v1 as tfx
+from tfx.components import Pusher, StatisticsGen, Trainer, Transform, Tuner
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.compiler import compiler
-from tfx.proto import transform_pb2
-from tfx_bsl.public.proto import slicing_spec_pb2
+from tfx.orchestration import metadata
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 from tfx.proto.orchestration import pipeline_pb2
+from tfx_bsl.public.proto import slicing_spec_pb2
 
 from components.data_validation.component import DataValidator, RecordDataBaseline
 from components.evaluator import gate
@@ -124,7 +127,7 @@ def effective_beam_args(beam_args: List[str]) -> List[str]:
     return args
 
 
-def local_ir(pipeline: tfx.dsl.Pipeline) -> pipeline_pb2.Pipeline:
+def local_ir(pipeline: Pipeline) -> pipeline_pb2.Pipeline:
     """The IR LocalDagRunner.run would compile, except that UNCACHED_NODES always run.
 
     TFX compiles every node with the pipeline's enable_cache; the IR has a switch per node.
@@ -152,7 +155,7 @@ def _components_custom_config(values: Dict, fingerprint: str) -> Dict:
     return dict(values, code_version=fingerprint)
 
 
-def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> Pipeline:
     """The pipeline for the LocalDagRunner or, with for_kubeflow, for KubeflowV2DagRunner.
 
     Locally the schema is staged under pipeline_root. On Kubeflow the containers already hold
@@ -166,16 +169,16 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         metadata_connection_config = None
     else:
         schema_file = staged_schema_file(config)
-        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        metadata_connection_config = metadata.sqlite_metadata_connection_config(
             config.metadata_path)
     fingerprint = code_fingerprint()
 
     example_gen = ImageExampleGen(config.data_root, config.ingestion(), code_version=ingestion_code_fingerprint())
 
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    schema_gen = ImportSchemaGen(schema_file=schema_file)
 
     # With the schema, TFDV treats image_raw as image bytes (no top values of encoded images).
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'],
+    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'],
                                                   schema=schema_gen.outputs['schema'],
                                                   stats_options=statistics_options())
 
@@ -186,7 +189,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
             baseline_dir=config.data_baseline_dir,
             validation_spec=config.data_validation_spec().model_dump_json()).with_id(DATA_VALIDATOR_NODE_ID)
 
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
         **transform_code,
@@ -204,25 +207,25 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
     tuner = None
     if config.tuning:
         # The Trainer's custom_config, so that trials train what the Trainer will, plus the search.
-        tuner = tfx.components.Tuner(
+        tuner = Tuner(
             tuner_fn=TUNER_FUNCTION,
             examples=example_gen.outputs['examples'],
             transform_graph=transform.outputs['transform_graph'],
             schema=schema_gen.outputs['schema'],
-            train_args=tfx.proto.TrainArgs(splits=['train']),
-            eval_args=tfx.proto.EvalArgs(splits=['eval']),
+            train_args=trainer_pb2.TrainArgs(splits=['train']),
+            eval_args=trainer_pb2.EvalArgs(splits=['eval']),
             custom_config=dict(_components_custom_config(config.training().model_dump(), fingerprint),
                                **{TUNING_CONFIG_KEY: config.tuning_custom_config()}),
         )
 
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         **trainer_code,
         examples=example_gen.outputs['examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
         hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
-        train_args=tfx.proto.TrainArgs(splits=['train']),
-        eval_args=tfx.proto.EvalArgs(splits=['eval']),
+        train_args=trainer_pb2.TrainArgs(splits=['train']),
+        eval_args=trainer_pb2.EvalArgs(splits=['eval']),
         custom_config=_components_custom_config(config.training().model_dump(), fingerprint),
     )
 
@@ -253,11 +256,11 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
 
     # The Evaluator judged the Trainer's model; TFLiteExport's holds the same SavedModel, byte
     # for byte, with the accepted TFLite files inside, so that is what gets pushed.
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=tflite.outputs['exported'] if tflite else trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)),
     )
 
     # Last, so that only a run that got through the Pusher and the report (blessed or not)
@@ -267,7 +270,7 @@ def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.d
         baseline_dir=config.data_baseline_dir).with_id(RECORD_DATA_BASELINE_NODE_ID)
     record_data_baseline.add_upstream_nodes([pusher, model_report])
 
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, *([data_validator] if data_validator else []), transform,

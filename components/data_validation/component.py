@@ -17,8 +17,9 @@ import logging
 import os
 from typing import Optional
 
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, writer_utils
 
 from components.data_validation import baseline, checks
@@ -35,13 +36,13 @@ class DataValidationError(RuntimeError):
     """The data has anomalies and `data_validation: block`: the message says what and where."""
 
 
-@tfx.dsl.components.component
+@component
 def DataValidator(  # noqa: N802  (TFX names components like classes)
-    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    anomalies: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
-    baseline_dir: tfx.dsl.components.Parameter[str],
-    validation_spec: tfx.dsl.components.Parameter[str],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    schema: InputArtifact[standard_artifacts.Schema],
+    anomalies: OutputArtifact[standard_artifacts.ExampleAnomalies],
+    baseline_dir: Parameter[str],
+    validation_spec: Parameter[str],
 ) -> None:
     validation = DataValidationSpec.model_validate_json(validation_spec)
     current = baseline.load(statistics.uri)
@@ -69,10 +70,10 @@ def DataValidator(  # noqa: N802  (TFX names components like classes)
     logger.warning('%s', problems_message(report, os.path.join(anomalies.uri, REPORT_FILE)))
 
 
-@tfx.dsl.components.component
+@component
 def RecordDataBaseline(  # noqa: N802
-    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    baseline_dir: tfx.dsl.components.Parameter[str],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    baseline_dir: Parameter[str],
 ) -> None:
     splits = artifact_utils.decode_split_names(statistics.split_names)
     version = baseline.record(baseline_dir, statistics.uri, splits, run_id=statistics.uri)

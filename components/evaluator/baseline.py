@@ -19,10 +19,12 @@ import os
 from typing import Optional
 
 import tensorflow as tf
-from tfx import v1 as tfx
+from tfx.components import Evaluator
 from tfx.components.evaluator import executor as evaluator_executor
+from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.components.base import executor_spec
-from tfx.types import standard_component_specs
+from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,10 @@ def latest_served_version(serving_dir: str) -> Optional[str]:
     return max(complete, key=int) if complete else None
 
 
-@tfx.dsl.components.component
+@component
 def ServedModelBaseline(  # noqa: N802  (TFX names components like classes)
-    serving_dir: tfx.dsl.components.Parameter[str],
-    baseline: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
+    serving_dir: Parameter[str],
+    baseline: OutputArtifact[standard_artifacts.Model],
 ) -> None:
     version = latest_served_version(serving_dir)
     baseline.set_string_custom_property(SERVED_VERSION_PROPERTY, version or '')
@@ -57,7 +59,7 @@ def ServedModelBaseline(  # noqa: N802  (TFX names components like classes)
     logger.info('Baseline: the served model %s', source)
 
 
-def has_model(model: tfx.types.standard_artifacts.Model) -> bool:
+def has_model(model: standard_artifacts.Model) -> bool:
     return tf.io.gfile.exists(os.path.join(path_utils.serving_model_path(model.uri), _SAVED_MODEL_FILE))
 
 
@@ -75,7 +77,7 @@ class Executor(evaluator_executor.Executor):
         super().Do(input_dict, output_dict, exec_properties)
 
 
-class BaselineAwareEvaluator(tfx.components.Evaluator):
-    """tfx.components.Evaluator, with the executor above; takes the Evaluator's own arguments."""
+class BaselineAwareEvaluator(Evaluator):
+    """TFX's Evaluator, with the executor above; takes the Evaluator's own arguments."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)

@@ -16,7 +16,9 @@ import os
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 
 from components.data_validation.component import read_report as read_data_validation_report
@@ -43,22 +45,22 @@ _COPIED = (reports.LEARNING_CURVES_FILE, reports.CONFUSION_MATRIX_FILE)
 TUNER_RESULTS_FILE = 'tuner_results.json'
 
 
-@tfx.dsl.components.component
+@component
 def ModelReportGen(  # noqa: N802  (TFX names components like classes)
-    model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
-    evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
-    blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
-    report: tfx.dsl.components.OutputArtifact[ModelReport],
+    model_run: InputArtifact[standard_artifacts.ModelRun],
+    evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
+    blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    report: OutputArtifact[ModelReport],
     # Optional (TFX's form for an optional input artifact: a default of None): the pipeline
     # connects it when the config has `tuning:`.
-    tuner_results: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TunerResults] = None,
+    tuner_results: InputArtifact[standard_artifacts.TunerResults] = None,
     # Connected when the config lists `tflite:` variants.
-    tflite: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    tflite: InputArtifact[standard_artifacts.Model] = None,
     # ImageExampleGen's examples, for the files skipped at ingestion (ingestion_report.json).
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples] = None,
+    examples: InputArtifact[standard_artifacts.Examples] = None,
     # DataValidator's anomalies, for the data section (counts, anomalies, drift); absent with
     # `data_validation: off`.
-    data_validation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies] = None,
+    data_validation: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
 ) -> None:
     summary = reports.read_json(os.path.join(model_run.uri, reports.TRAINING_SUMMARY_FILE))
     summary['evaluation'] = evaluation_results.read(evaluation.uri, summary.get('class_names'))

@@ -13,7 +13,9 @@ import json
 import os
 
 import tensorflow as tf
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from components.tflite.spec import TFLiteSpec
@@ -22,14 +24,14 @@ REPORT_FILE = 'tflite_report.json'
 REJECTED_DIR = 'rejected'
 
 
-@tfx.dsl.components.component
+@component
 def TFLiteExport(  # noqa: N802  (TFX names components like classes)
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    exported: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
-    spec: tfx.dsl.components.Parameter[str],  # TFLiteSpec as JSON
+    model: InputArtifact[standard_artifacts.Model],
+    examples: InputArtifact[standard_artifacts.Examples],
+    exported: OutputArtifact[standard_artifacts.Model],
+    spec: Parameter[str],  # TFLiteSpec as JSON
     # A fingerprint of components/: TFX's cache key holds this function's name, not its code.
-    code_version: tfx.dsl.components.Parameter[str] = '',
+    code_version: Parameter[str] = '',
 ) -> None:
     # Imported here: it loads Keras, which the pipeline's compilation (tfx_pipeline imports
     # this module) must not (it would write ~/.keras before KERAS_HOME is set).

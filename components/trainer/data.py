@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from components.example_gen import class_names as class_names_lib
@@ -39,7 +39,7 @@ class TrainerData:
     at the end.
     """
 
-    def __init__(self, fn_args: tfx.components.FnArgs, spec: TrainingSpec, binary: bool,
+    def __init__(self, fn_args: FnArgs, spec: TrainingSpec, binary: bool,
                  counts: Dict[str, int]):
         self._fn_args = fn_args
         self._spec = spec
@@ -95,14 +95,14 @@ class TrainerData:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def split_files(fn_args: tfx.components.FnArgs, split: str) -> List[str]:
+def split_files(fn_args: FnArgs, split: str) -> List[str]:
     """File patterns of a split: train and eval as TFX gives them, test next to them."""
     examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
     return {'train': fn_args.train_files, 'eval': fn_args.eval_files}.get(
         split, [os.path.join(examples_uri, f'Split-{split}', '*')])
 
 
-def labels(fn_args: tfx.components.FnArgs, split: str) -> np.ndarray:
+def labels(fn_args: FnArgs, split: str) -> np.ndarray:
     """A split's labels, read without decoding any image."""
     files = [name for pattern in split_files(fn_args, split) for name in tf.io.gfile.glob(pattern)]
     spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}

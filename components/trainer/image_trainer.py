@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 import tf_keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.example_gen import class_names as class_names_lib
 from components.trainer import data as data_lib
@@ -76,7 +76,7 @@ class _PhaseEvaluation:
         return labels, probabilities.argmax(axis=1)
 
 
-def _checkpoint(fn_args: tfx.components.FnArgs) -> training.TrainingCheckpoint:
+def _checkpoint(fn_args: FnArgs) -> training.TrainingCheckpoint:
     """<pipeline root>/Trainer/checkpoints/<hash of the inputs>: found again by a re-run."""
     trainer_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip('/')))
     key = training.checkpoint_key(fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
@@ -84,7 +84,7 @@ def _checkpoint(fn_args: tfx.components.FnArgs) -> training.TrainingCheckpoint:
     return training.TrainingCheckpoint(os.path.join(trainer_dir, 'checkpoints', key))
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     spec = TrainingSpec(**{key: fn_args.custom_config[key] for key in TrainingSpec.model_fields})
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -103,7 +103,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         data.close()
 
 
-def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, names: List[str],
+def _train_and_export(fn_args: FnArgs, configured: TrainingSpec, names: List[str],
                       counts: Dict[str, np.ndarray], data: data_lib.TrainerData, tuned: Dict) -> None:
     train, validation = data.dataset('train', shuffle=True), data.dataset('eval')
     checkpoint = _checkpoint(fn_args)

@@ -9,14 +9,15 @@ fine_tune_learning_rate, whichever were searched) and every completed trial to
 """
 from __future__ import annotations
 
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx.components.tuner.component import TunerFnResult
 
 from components.trainer.spec import TrainingSpec
 from components.tuner.spec import CUSTOM_CONFIG_KEY, TuningSpec
 from components.tuner.tuner import TransferLearningTuner, default_directory
 
 
-def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     # TFX's Trainer executor fills the deprecated names the Trainer's code reads
     # (transform_output, schema_file); its Tuner executor does not.
     fn_args.transform_output = fn_args.transform_output or fn_args.transform_graph_path
@@ -26,4 +27,4 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     tuning = TuningSpec(**config[CUSTOM_CONFIG_KEY])
     tuner = TransferLearningTuner(fn_args, spec, tuning, directory=default_directory(fn_args))
     # The tuner reads the data from fn_args itself (features once, then every trial).
-    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})
+    return TunerFnResult(tuner=tuner, fit_kwargs={})
