@@ -41,6 +41,8 @@ class RunSummary:
     report_uri: Optional[str] = None
     # TFLiteExport's report (components/tflite/export.py), when it ran.
     tflite: Optional[dict] = None
+    # The Trainer's strategy, replicas, devices and precision policy, in words.
+    trainer_devices: Optional[str] = None
 
 
 def _store(config: PipelineConfig):
@@ -100,9 +102,19 @@ def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
         _add_evaluation(evaluation.uri, summary)
     for report in outputs.get('report', []):
         summary.report_uri = report.uri
+    for model_run in outputs.get('model_run', []):
+        summary.trainer_devices = _trainer_devices(model_run.uri)
     for exported in outputs.get('exported', []):
         from components.tflite.component import read_report
         summary.tflite = read_report(exported.uri)
+
+
+def _trainer_devices(model_run_uri: str) -> Optional[str]:
+    from components.trainer import reports
+    path = os.path.join(model_run_uri, reports.TRAINING_SUMMARY_FILE)
+    if '://' not in path and not os.path.exists(path):
+        return None
+    return (reports.read_json(path).get('devices') or {}).get('description')
 
 
 def _add_evaluation(uri: str, summary: RunSummary) -> None:
@@ -118,6 +130,8 @@ def format_summary(summary: RunSummary) -> str:
     lines = [f'Run {summary.run_id}:']
     for node in summary.nodes:
         lines.append(f'  {node.node_id:<32} {node.state:<15} {node.seconds:7.1f} s')
+    if summary.trainer_devices:
+        lines.append(f'  trained on: {summary.trainer_devices}')
     if summary.accuracy is not None:
         line = f'  test accuracy {summary.accuracy:.4f}'
         if summary.baseline_accuracy is not None:
