@@ -165,3 +165,19 @@ def test_every_replica_gets_an_example_of_every_batch():
     examples = tf.data.Dataset.range(18).map(lambda i: ({'image': tf.zeros((2,))}, i))
     sizes = [int(label.shape[0]) for _, label in devices.replica_batches(examples, 8, 18, training=True)]
     assert sizes == [8, 8, 2]
+
+
+def test_a_mixed_precision_model_is_exported_as_its_float32_copy():
+    from components.trainer import image_trainer
+    spec = training_spec(mixed_precision='bfloat16', augmentation=True, head_epochs=1, fine_tune_epochs=0,
+                         learning_rate=1e-2)
+    stats = (np.zeros(1280), np.full(1280, 1e-12))
+    with devices.training_devices(spec) as chosen:
+        classifier = model_lib.build_classifier(spec, 3, feature_stats=stats)
+    trained = image_trainer._Trained(spec, classifier, None, None, {}, [], [], stats)  # noqa: SLF001
+    copy = image_trainer._float32_model(trained, chosen.policy)  # noqa: SLF001
+    assert {layer.compute_dtype for layer in copy.layers} == {'float32'}
+    images = {'image': tf.random.uniform((4, 32, 32, 3), -1, 1, seed=3)}
+    mixed = classifier.model(images, training=False).numpy()
+    # The same weights: bfloat16's rounding (3 significant digits) apart.
+    np.testing.assert_allclose(copy(images, training=False), mixed, atol=0.05 * np.abs(mixed).max())

@@ -117,13 +117,19 @@ def test_mixed_bfloat16_trains_and_serves_float32(mixed):
     devices = _summary(mixed['out'])['devices']
     assert (devices['strategy'], devices['replicas'], devices['precision_policy']) == ('default', 1, 'mixed_bfloat16')
     assert set(_summary(mixed['out'])['phase_metrics']) == {'head', 'fine-tuning'}
+    assert 'Training on: default strategy, 1 replica(s) (CPU:0), precision mixed_bfloat16' in mixed['output']
     signature = _serving(mixed['out']).signatures['serving_default']
     assert signature.structured_outputs['probabilities'].dtype == tf.float32
-    # The served graph does compute in bfloat16 inside.
+    # Exported in float32 (the trained weights in a float32 copy): TFLite, which has no
+    # bfloat16, converts it.
     graph = signature.graph.as_graph_def()
     dtypes = {value.type for function in graph.library.function for node in function.node_def
               for value in node.attr.values()}
-    assert types_pb2.DT_BFLOAT16 in dtypes
+    assert types_pb2.DT_FLOAT in dtypes and types_pb2.DT_BFLOAT16 not in dtypes
+    from components.tflite import variants
+    model_dir = str(mixed['out'] / 'Trainer' / 'model' / '1' / 'Format-Serving')
+    assert variants.check_types('float16', variants.tensor_types(variants.convert(model_dir, 'from_pixels',
+                                                                                  'float16'))) is None
 
 
 def test_mirrored_export_answers_raw_image_bytes_like_a_single_device_one(mirrored, mixed):

@@ -13,8 +13,8 @@ step on N replicas is the step one device would take on the same batch.
 Precision: `auto` trains in mixed float16 (float32 variables, float16 computations, and Keras
 wraps the optimizer in a LossScaleOptimizer) on GPUs of compute capability 7.0 or more, whose
 Tensor Cores run it, and in float32 elsewhere; `float16` and `bfloat16` choose that mixed
-policy anywhere; `off` is float32. model.py keeps the output layer in float32, so logits,
-losses and the exported probabilities are float32 whatever the policy.
+policy anywhere; `off` is float32. model.py keeps the output layer in float32, so logits and
+losses are float32 whatever the policy (and image_trainer.py exports a float32 copy).
 
 Keras' policy is global to the process, and locally the Trainer shares its process with the
 other components: `training_devices` sets it for training and then puts the previous one back.

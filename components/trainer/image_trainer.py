@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -115,6 +115,8 @@ class _Trained:
     choices: Dict
     head_candidates: List
     augmentation_trials: List
+    # The head's standardisation of a random backbone's features (model.feature_statistics).
+    feature_stats: Optional[Tuple[np.ndarray, np.ndarray]]
 
 
 def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, names: List[str],
@@ -125,7 +127,8 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
     # Exported outside the strategy's scope and policy, so the serving module's own variable
     # (the class names, strings) and layers are ordinary ones, not one copy per replica.
     spec = trained.spec
-    serving.export(trained.classifier.model, data.transform_output, names, fn_args.serving_model_dir, spec.backbones)
+    serving.export(_float32_model(trained, devices.policy), data.transform_output, names, fn_args.serving_model_dir,
+                   spec.backbones)
     recipe_summary = {
         'recipe': spec.recipe,
         'chosen': trained.choices,
@@ -142,6 +145,22 @@ def _train_and_export(fn_args: tfx.components.FnArgs, configured: TrainingSpec, 
                             misclassified.raw_examples(fn_args, data_lib.split_files(fn_args, 'test'),
                                                        data.transform_output.raw_metadata.schema, spec.batch_size))
     checkpoint.clear()
+
+
+def _float32_model(trained: _Trained, policy: str) -> tf_keras.Model:
+    """The trained model, in float32: what is exported whatever the training precision.
+
+    TFLite has no bfloat16 and few float16 kernels (TFLiteExport converts the export), and a
+    CPU serving mixed-precision casts pays for them; the weights are float32 under any policy,
+    so a float32 copy of the model with them computes what the trained one does, in float32.
+    """
+    if policy == 'float32':
+        return trained.classifier.model
+    copy = model_lib.build_classifier(trained.spec, trained.classifier.num_classes,
+                                      bases=model_lib.build_bases(trained.spec, load_weights=False),
+                                      feature_stats=trained.feature_stats).model
+    copy.set_weights(trained.classifier.model.get_weights())
+    return copy
 
 
 def _train(fn_args: tfx.components.FnArgs, configured: TrainingSpec, names: List[str], counts: Dict[str, np.ndarray],
@@ -198,7 +217,8 @@ def _train(fn_args: tfx.components.FnArgs, configured: TrainingSpec, names: List
         evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
         features_seconds=features_seconds, train_images=int(counts['train'].sum()), recipe_choices=choices,
         trained_head=_chosen_head(head_candidates, choices))
-    return _Trained(spec, classifier, state, evaluate_phase, choices, head_candidates, augmentation_trials)
+    return _Trained(spec, classifier, state, evaluate_phase, choices, head_candidates, augmentation_trials,
+                    feature_stats)
 
 
 def _auto_choices(spec: TrainingSpec, data: data_lib.TrainerData, bases, names: List[str], feature_stats,
