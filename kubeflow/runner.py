@@ -15,10 +15,11 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from components import gpu_memory
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
 from pipeline.config import ConfigError, PipelineConfig, add_config_arguments, load_config
 
@@ -55,9 +56,16 @@ def compile_pipeline(config: PipelineConfig, output: Path, local_root: Optional[
     for node_id in UNCACHED_NODES:  # their result depends on more than their inputs
         job['pipelineSpec']['root']['dag']['tasks'][node_id].pop('cachingOptions', None)
     storage_env = [{'name': name, 'value': value} for name, value in sorted(config.storage_environment().items())]
-    for executor in job['pipelineSpec']['deploymentSpec']['executors'].values():
-        if storage_env and 'container' in executor:  # every step reads or writes the storage
-            executor['container'].setdefault('env', []).extend(storage_env)
+    growth_env = [{'name': name, 'value': value} for name, value in sorted(gpu_memory.growth_environment().items())]
+    trainer_executor = _executor_label(job['pipelineSpec'], 'Trainer')
+    for label, executor in job['pipelineSpec']['deploymentSpec']['executors'].items():
+        if 'container' not in executor:
+            continue
+        # Every step reads or writes the storage; all but the Trainer, which has its GPUs to
+        # itself, take GPU memory as needed (components/gpu_memory.py).
+        env = storage_env + (growth_env if label != trainer_executor else [])
+        if env:
+            executor['container'].setdefault('env', []).extend(env)
     # TFX puts the pipeline root only into the PipelineJob's runtime config, which a YAML spec
     # does not have; as the spec's default, Kubeflow uses it for runs created from the YAML too.
     job['pipelineSpec']['defaultPipelineRoot'] = config.pipeline_root
@@ -68,10 +76,27 @@ def compile_pipeline(config: PipelineConfig, output: Path, local_root: Optional[
         else:
             f.write(f'# {config.pipeline_name}: compiled by kubeflow.runner with '
                     f'{job["pipelineSpec"]["sdkVersion"]}; image {config.container_image}\n')
+            f.write(''.join(f'# {line}\n' for line in trainer_devices_note(config)))
             # The Kubernetes settings are a second document, as kfp's compiler writes them.
             platform = platform_spec(config.kubernetes, job['pipelineSpec'])
             yaml.safe_dump_all([job['pipelineSpec']] + ([platform] if platform else []), f, sort_keys=True)
     return job
+
+
+def _executor_label(pipeline_spec: Dict[str, Any], task: str) -> str:
+    component = pipeline_spec['root']['dag']['tasks'][task]['componentRef']['name']
+    return pipeline_spec['components'][component]['executorLabel']
+
+
+def trainer_devices_note(config: PipelineConfig) -> List[str]:
+    """What the Trainer will do with the GPUs it requests, and the other steps with theirs."""
+    from components.trainer.devices import on_a_node
+    resources = config.component_resources.get('Trainer')
+    gpus = resources.accelerator_count if resources and resources.accelerator_type else 0
+    where = f'{gpus} x {resources.accelerator_type} on one node' if gpus else 'no GPU requested'
+    return ([f'Trainer ({where}): {line}' for line in on_a_node(config, gpus, config.batch_size)] +
+            [f'Every other step: {gpu_memory.GROWTH_ENV}=true, so it takes GPU memory as needed and steps '
+             f'can share a GPU'])
 
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -26,8 +26,8 @@ from components.storage import USES_S3_ENV
 from components.strict_spec import StrictSpec, is_remote
 from components.tflite.spec import DEFAULT_VARIANTS as DEFAULT_TFLITE_VARIANTS
 from components.tflite.spec import TFLiteSpec, Variant as TFLiteVariant, each_variant_once
-from components.trainer.spec import (SINGLE_INPUT_KEY, WEIGHTS_CHOICES, BackboneName, BackboneSpec, FineTuneAt,
-                                     RecipeSpec, TrainingSpec)
+from components.trainer.spec import (SINGLE_INPUT_KEY, WEIGHTS_CHOICES, BackboneName, BackboneSpec, DevicesSpec,
+                                     FineTuneAt, RecipeSpec, TrainingSpec)
 from components.transform.spec import ImageOptions, InputSpec, PreprocessingSpec
 from components.tuner.spec import TuningSpec
 
@@ -65,7 +65,8 @@ class BackboneEntry(StrictSpec):
 
 
 _BACKBONE_KEYS = ('image_size', 'weights', 'alpha', 'padding', 'fine_tune_at', 'hub_handle')
-_RECIPE_KEYS = tuple(RecipeSpec.model_fields)
+# The top-level keys the Trainer's spec takes as they are.
+_TRAINER_KEYS = tuple(RecipeSpec.model_fields) + tuple(DevicesSpec.model_fields)
 
 
 class ComponentResources(StrictSpec):
@@ -142,7 +143,7 @@ class KubernetesConfig(StrictSpec):
         return value
 
 
-class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
+class PipelineConfig(RecipeSpec, DevicesSpec, IngestionConfig, ImageOptions):
     """Everything: data, outputs, the model, the recipe, the gate and how the pipeline runs."""
 
     pipeline_name: str = Field('image-transfer-learning', pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
@@ -164,7 +165,7 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
     padding: Literal['auto', 'keras', 'torchvision'] = 'auto'
     fine_tune_at: Optional[FineTuneAt] = None
     hub_handle: Optional[str] = None
-    # (The head and the recipe: see _Recipe.)
+    # (The head and the recipe: see RecipeSpec; the Trainer's devices: see DevicesSpec.)
 
     # The gate and the run.
     min_accuracy: float = Field(0.5, ge=0)
@@ -241,7 +242,7 @@ class PipelineConfig(RecipeSpec, IngestionConfig, ImageOptions):
         """Builds (and so validates) the per-backbone specs; errors name the key as written."""
         specs = [self._backbone_spec(index, entry) for index, entry in enumerate(self._entries())]
         try:
-            self._training = TrainingSpec(backbones=specs, **{k: getattr(self, k) for k in _RECIPE_KEYS})
+            self._training = TrainingSpec(backbones=specs, **{k: getattr(self, k) for k in _TRAINER_KEYS})
         except ValidationError as error:
             raise ValueError('; '.join(_messages(error))) from None
         return self

@@ -17,6 +17,7 @@ import tempfile
 import time
 from typing import Optional, Sequence
 
+from components import gpu_memory
 from pipeline import run_logging  # noqa: F401  (quiets TensorFlow before it is imported)
 from pipeline.config import (ConfigError, PipelineConfig, add_config_arguments, configured_output_dir,
                              load_config)
@@ -115,6 +116,7 @@ def keep_tool_files_out_of_home(config_file: Optional[str], overrides: Sequence[
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
+    gpu_memory.grow_as_needed()  # before TensorFlow is imported; Beam's workers inherit it
     keep_tool_files_out_of_home(args.config, args.overrides)
     try:
         config = load_config(args.config, args.overrides)

@@ -43,6 +43,8 @@ class RunSummary:
     tflite: Optional[dict] = None
     # DataValidator's data_validation.json (components/data_validation), when it passed or warned.
     data_validation: Optional[dict] = None
+    # The Trainer's strategy, replicas, devices and precision policy, in words.
+    trainer_devices: Optional[str] = None
 
 
 def _store(config: PipelineConfig):
@@ -105,9 +107,19 @@ def _add_outputs(store, execution_ids: List[int], summary: RunSummary) -> None:
     for anomalies in outputs.get('anomalies', []):
         from components.data_validation.component import read_report
         summary.data_validation = read_report(anomalies.uri)
+    for model_run in outputs.get('model_run', []):
+        summary.trainer_devices = _trainer_devices(model_run.uri)
     for exported in outputs.get('exported', []):
         from components.tflite.component import read_report
         summary.tflite = read_report(exported.uri)
+
+
+def _trainer_devices(model_run_uri: str) -> Optional[str]:
+    from components.trainer import reports
+    path = os.path.join(model_run_uri, reports.TRAINING_SUMMARY_FILE)
+    if '://' not in path and not os.path.exists(path):
+        return None
+    return (reports.read_json(path).get('devices') or {}).get('description')
 
 
 def _add_evaluation(uri: str, summary: RunSummary) -> None:
@@ -127,6 +139,8 @@ def format_summary(summary: RunSummary) -> str:
         from components.data_validation.component import summary_line
         lines.append('  data: ' + summary_line(summary.data_validation))
         lines.extend(f'    {finding["message"]}' for finding in summary.data_validation['findings'])
+    if summary.trainer_devices:
+        lines.append(f'  trained on: {summary.trainer_devices}')
     if summary.accuracy is not None:
         line = f'  test accuracy {summary.accuracy:.4f}'
         if summary.baseline_accuracy is not None:

@@ -34,6 +34,9 @@ CASES = {
                                                        'effect': 'NoSchedule'}]}},
             'secrets_as_env': [{'secret_name': 's3-credentials', 'keys': {'accesskey': 'AWS_ACCESS_KEY_ID'}}]},
     },
+    # The Trainer on a two-GPU node (MirroredStrategy, see the spec's header), every other step
+    # with GPU memory growth in its environment.
+    'two_gpus': {'component_resources': {'Trainer': {'accelerator_type': 'nvidia.com/gpu', 'accelerator_count': 2}}},
     's3_storage': {'data_root': 's3://bucket/images', 'output_dir': 's3://bucket/out',
                    's3_endpoint': 'http://minio-service.kubeflow:9000'},
     # TFX's Tuner (a container step) before the Trainer, which takes its best_hyperparameters,
@@ -82,6 +85,8 @@ def test_kfp_backend_compiles_the_spec_to_an_argo_workflow(case, argo_check, tmp
         assert 'Tuner.Succeeded' in dag_tasks['Trainer-driver']['depends']
         assert 'Tuner.Succeeded' in dag_tasks['ModelReport-driver']['depends']
         assert 'tfx.components.tuner.executor.Executor' in text
+    if case == 'two_gpus':
+        assert 'nvidia.com/gpu' in text and 'TF_FORCE_GPU_ALLOW_GROWTH' in text
     if case == 'trainer_gpu':
         assert 'nvidia.com/gpu' in text
         assert len(list(yaml.safe_load_all(spec_path.read_text()))) == 2  # the platform document went in

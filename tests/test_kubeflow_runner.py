@@ -258,9 +258,31 @@ def test_s3_storage_reaches_every_step(tmp_path):
     spec = yaml.safe_load(output.read_text())
     expected = {'IMAGE_PIPELINE_USES_S3': '1', 'S3_ENDPOINT': 'http://minio-service.kubeflow:9000',
                 'AWS_ENDPOINT_URL': 'http://minio-service.kubeflow:9000'}
+    trainer = _executor_label(spec, 'Trainer')
     for label, executor in spec['deploymentSpec']['executors'].items():
-        assert {e['name']: e['value'] for e in executor['container']['env']} == expected, label
+        growth = {} if label == trainer else {'TF_FORCE_GPU_ALLOW_GROWTH': 'true'}
+        assert {e['name']: e['value'] for e in executor['container']['env']} == {**expected, **growth}, label
     assert spec['defaultPipelineRoot'] == 's3://bucket/out/pipeline_root'
+
+
+def test_on_two_gpus_the_spec_says_what_the_trainer_does_and_other_steps_share_gpu_memory(tmp_path):
+    output = tmp_path / 'spec.yaml'
+    resources = {'Trainer': {'accelerator_type': 'nvidia.com/gpu', 'accelerator_count': 2},
+                 'Transform': {'accelerator_type': 'nvidia.com/gpu'}}
+    runner.compile_pipeline(PipelineConfig(**kubeflow_config_values(component_resources=resources, batch_size=32)),
+                            output)
+    header = [line for line in output.read_text().splitlines() if line.startswith('#')]
+    assert header[1] == ('# Trainer (2 x nvidia.com/gpu on one node): distribution: auto -> MirroredStrategy over '
+                         '2 GPU(s), one replica each; batch_size 32 is the global batch, 16 per replica per step; '
+                         'learning rates not scaled')
+    assert header[2].startswith('# Trainer (2 x nvidia.com/gpu on one node): mixed_precision: auto -> mixed_float16 '
+                                'if every GPU has compute capability 7.0 or more')
+    assert 'float32' in header[2] and 'TF_FORCE_GPU_ALLOW_GROWTH=true' in header[3]
+    spec = json_format.ParseDict(yaml.safe_load(output.read_text()), pipeline_spec_pb2.PipelineSpec())
+    assert _container(spec, 'Trainer').resources.accelerator.count == 2
+    for task in COMPONENTS:
+        env = {e.name: e.value for e in _container(spec, task).env}
+        assert env == ({} if task == 'Trainer' else {'TF_FORCE_GPU_ALLOW_GROWTH': 'true'}), task
 
 
 TUNING = {'head_trials': 2, 'fine_tune_trials': 1, 'fine_tune_trial_epochs': 1}

@@ -181,6 +181,7 @@ def test_predict_reports_a_corrupt_file_and_classifies_the_rest(runs, tmp_path):
 def test_run_summary_command_prints_the_latest_run(runs):
     out = _run(['pipeline.run_summary', '--config', str(runs['config_path'])], runs['env']).stdout
     assert re.search(r'Trainer +reused \(cache\)', out), out
+    assert 'trained on: default strategy, 1 replica(s) (CPU:0), precision float32; global batch 8, 8 per replica' in out
     assert 'gate: FAILED, model not blessed' in out and 'pushed: nothing' in out
     assert re.search(r'TFLite: float32 [0-9.]+, [0-9.]+ MB \(within budget\); float16 [0-9.]+, [0-9.]+ MB '
                      r'\((within budget|refused, drop [-+0-9.]+)\); int8 ', out), out

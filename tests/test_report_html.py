@@ -248,6 +248,10 @@ def _model_run(folder: Path, labels, probabilities, examples) -> None:
                    'kept_head_only_model': False, 'hyperparameters_from_tuner': {'dropout': 0.2},
                    'reproduce_with': {'recipe': 'tutorial', 'learning_rate': 0.001, 'dropout': 0.2,
                                       'augmentation': {'flip': 'horizontal', 'rotation': 0.2}}},
+        'devices': {'strategy': 'MirroredStrategy', 'replicas': 2, 'precision_policy': 'mixed_float16',
+                    'description': 'MirroredStrategy strategy, 2 replica(s) (GPU:0, GPU:1; Tesla T4 (compute '
+                                   'capability 7.5); Tesla T4 (compute capability 7.5)), precision mixed_float16; '
+                                   'global batch 32, 16 per replica'},
         'epochs_trained': epochs, 'fine_tune_start_epoch': 5, 'resumed_from_epoch': None,
         'phase_metrics': {'head': {'eval_accuracy': 0.68, 'eval_loss': 0.81, 'test_accuracy': 0.65, 'test_loss': 0.84},
                           'fine-tuning': {'eval_accuracy': 0.72, 'eval_loss': 0.7,
@@ -341,7 +345,8 @@ def test_page_is_self_contained_and_complete(report_dir):
                  'Misclassified test images', 'Metrics after each phase', 'Recipe: auto', 'Tuner trials',
                  'dog/broken.jpg', 'corrupt_image', 'Exported models', '18.97 MB', '4.49 MB',
                  'not pushed: loses 0.0167', 'learning_rate: 0.001\n',
-                 'augmentation: {flip: horizontal, rotation: 0.2}\n'):
+                 'augmentation: {flip: horizontal, rotation: 0.2}\n',
+                 'Trained on: MirroredStrategy strategy, 2 replica(s) (GPU:0, GPU:1; Tesla T4'):
         assert text in page, text
 
 

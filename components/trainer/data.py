@@ -21,6 +21,7 @@ from tfx_bsl.public import tfxio
 
 from components.example_gen import class_names as class_names_lib
 from components.features import LABEL_KEY
+from components.trainer import devices
 from components.trainer.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class TrainerData:
         self._spec = spec
         self._binary = binary
         self.transform_output = tft.TFTransformOutput(fn_args.transform_output)
+        self._counts = counts
         self.cache_mode = self._cache_mode(counts)
         self._cache_dir = tempfile.mkdtemp(prefix='input-cache-') if self.cache_mode == 'disk' else None
         self._datasets: Dict[tuple, tf.data.Dataset] = {}
@@ -91,7 +93,10 @@ class TrainerData:
             dataset = dataset.unbatch().cache(cache_file)
             if shuffle:
                 dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=self._spec.seed, reshuffle_each_iteration=True)
-            dataset = dataset.batch(self._spec.batch_size)
+            dataset = devices.replica_batches(dataset, self._spec.batch_size, self._counts[split], training=shuffle)
+        elif tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            dataset = devices.replica_batches(dataset.unbatch(), self._spec.batch_size, self._counts[split],
+                                              training=shuffle)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -129,7 +134,9 @@ def feature_arrays(extractor: tf_keras.Model, data: TrainerData, split: str,
     augmentation layer (training mode for it alone: the backbones are built to stay in
     inference mode)."""
     # As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
-    extract = tf.function(lambda inputs: extractor(inputs, training=augmented), reduce_retracing=True)
+    # float32 whatever the precision policy: the head's input, like the classifier's, is float32.
+    extract = tf.function(lambda inputs: tf.cast(extractor(inputs, training=augmented), tf.float32),
+                          reduce_retracing=True)
     features, labels = [], []
     # The eval split is read through its image cache (phase 2 validates on it again).
     for inputs, label in data.dataset(split, cache=split == 'eval'):
@@ -143,4 +150,4 @@ def features_dataset(features: np.ndarray, labels: np.ndarray, spec: TrainingSpe
     dataset = tf.data.Dataset.from_tensor_slices((features, labels))
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=spec.seed, reshuffle_each_iteration=True)
-    return dataset.batch(spec.batch_size).prefetch(tf.data.AUTOTUNE)
+    return devices.replica_batches(dataset, spec.batch_size, len(labels), training=shuffle).prefetch(tf.data.AUTOTUNE)

@@ -1,17 +1,18 @@
 """The Trainer's `run_fn`: the two-phase transfer-learning recipe on the pipeline's data.
 
 The input pipeline is in data.py, the model in model.py, the phases and checkpoints in
-training.py, the exported signatures in serving.py. Next to the model (the model_run folder)
-it writes TensorBoard logs, learning curves, the test split's confusion matrix and per-class
-metrics, a training summary (reports.py), and the most confident mistakes on the test split
-(misclassified.py).
+training.py, the devices and precision in devices.py, the exported signatures in serving.py.
+Next to the model (the model_run folder) it writes TensorBoard logs, learning curves, the test
+split's confusion matrix and per-class metrics, a training summary (reports.py), and the most
+confident mistakes on the test split (misclassified.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +21,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.example_gen import class_names as class_names_lib
 from components.trainer import data as data_lib
+from components.trainer import devices as devices_lib
 from components.trainer import model as model_lib
 from components.trainer import hyperparameters, misclassified, reports, serving, training
 from components.trainer import recipe as recipe_lib
@@ -103,10 +105,68 @@ def run_fn(fn_args: FnArgs) -> None:
         data.close()
 
 
+@dataclasses.dataclass
+class _Trained:
+    """What training left: the spec as the recipe completed it, the model, and how it got there."""
+    spec: TrainingSpec
+    classifier: model_lib.Classifier
+    state: training.TrainingState
+    evaluation: _PhaseEvaluation
+    choices: Dict
+    head_candidates: List
+    augmentation_trials: List
+    # The head's standardisation of a random backbone's features (model.feature_statistics).
+    feature_stats: Optional[Tuple[np.ndarray, np.ndarray]]
+
+
 def _train_and_export(fn_args: FnArgs, configured: TrainingSpec, names: List[str],
                       counts: Dict[str, np.ndarray], data: data_lib.TrainerData, tuned: Dict) -> None:
-    train, validation = data.dataset('train', shuffle=True), data.dataset('eval')
     checkpoint = _checkpoint(fn_args)
+    with devices_lib.training_devices(configured) as devices:
+        trained = _train(fn_args, configured, names, counts, data, checkpoint)
+    # Exported outside the strategy's scope and policy, so the serving module's own variable
+    # (the class names, strings) and layers are ordinary ones, not one copy per replica.
+    spec = trained.spec
+    serving.export(_float32_model(trained, devices.policy), data.transform_output, names, fn_args.serving_model_dir,
+                   spec.backbones)
+    recipe_summary = {
+        'recipe': spec.recipe,
+        'chosen': trained.choices,
+        'head_candidates': [c.as_dict() for c in trained.head_candidates],
+        'augmentation_candidates': trained.augmentation_trials,
+        'kept_head_only_model': trained.state.kept_head_only_model,
+        'hyperparameters_from_tuner': tuned,
+        'reproduce_with': {'recipe': 'tutorial', **trained.choices, **_tuned_as_config(spec, tuned)},
+    }
+    _write_reports(fn_args.model_run_dir, spec, names, counts, trained.state, trained.evaluation, recipe_summary,
+                   devices.summary())
+    if counts['test'].sum():  # the report's thumbnails of the most confident mistakes
+        misclassified.write(fn_args.model_run_dir, *trained.evaluation.test_labels_and_probabilities(), names,
+                            misclassified.raw_examples(fn_args, data_lib.split_files(fn_args, 'test'),
+                                                       data.transform_output.raw_metadata.schema, spec.batch_size))
+    checkpoint.clear()
+
+
+def _float32_model(trained: _Trained, policy: str) -> tf_keras.Model:
+    """The trained model, in float32: what is exported whatever the training precision.
+
+    TFLite has no bfloat16 and few float16 kernels (TFLiteExport converts the export), and a
+    CPU serving mixed-precision casts pays for them; the weights are float32 under any policy,
+    so a float32 copy of the model with them computes what the trained one does, in float32.
+    """
+    if policy == 'float32':
+        return trained.classifier.model
+    copy = model_lib.build_classifier(trained.spec, trained.classifier.num_classes,
+                                      bases=model_lib.build_bases(trained.spec, load_weights=False),
+                                      feature_stats=trained.feature_stats).model
+    copy.set_weights(trained.classifier.model.get_weights())
+    return copy
+
+
+def _train(fn_args: FnArgs, configured: TrainingSpec, names: List[str], counts: Dict[str, np.ndarray],
+           data: data_lib.TrainerData, checkpoint: training.TrainingCheckpoint) -> _Trained:
+    """Both phases, or what an interrupted run left of them (within devices.training_devices)."""
+    train, validation = data.dataset('train', shuffle=True), data.dataset('eval')
     spec = recipe_lib.resolve(configured)
     bases = model_lib.build_bases(spec)
     # Un-augmented features: the augmentation (perhaps still to be chosen) is not part of it.
@@ -157,23 +217,8 @@ def _train_and_export(fn_args: FnArgs, configured: TrainingSpec, names: List[str
         evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
         features_seconds=features_seconds, train_images=int(counts['train'].sum()), recipe_choices=choices,
         trained_head=_chosen_head(head_candidates, choices))
-
-    serving.export(classifier.model, data.transform_output, names, fn_args.serving_model_dir, spec.backbones)
-    recipe_summary = {
-        'recipe': spec.recipe,
-        'chosen': choices,
-        'head_candidates': [c.as_dict() for c in head_candidates],
-        'augmentation_candidates': augmentation_trials,
-        'kept_head_only_model': state.kept_head_only_model,
-        'hyperparameters_from_tuner': tuned,
-        'reproduce_with': {'recipe': 'tutorial', **choices, **_tuned_as_config(spec, tuned)},
-    }
-    _write_reports(fn_args.model_run_dir, spec, names, counts, state, evaluate_phase, recipe_summary)
-    if counts['test'].sum():  # the report's thumbnails of the most confident mistakes
-        misclassified.write(fn_args.model_run_dir, *evaluate_phase.test_labels_and_probabilities(), names,
-                            misclassified.raw_examples(fn_args, data_lib.split_files(fn_args, 'test'),
-                                                       data.transform_output.raw_metadata.schema, spec.batch_size))
-    checkpoint.clear()
+    return _Trained(spec, classifier, state, evaluate_phase, choices, head_candidates, augmentation_trials,
+                    feature_stats)
 
 
 def _auto_choices(spec: TrainingSpec, data: data_lib.TrainerData, bases, names: List[str], feature_stats,
@@ -240,7 +285,8 @@ def _tuned_as_config(spec: TrainingSpec, tuned: Dict) -> Dict:
 
 
 def _write_reports(directory: str, spec: TrainingSpec, names: List[str], counts: Dict[str, np.ndarray],
-                   state: training.TrainingState, evaluation: _PhaseEvaluation, recipe_summary: Dict) -> None:
+                   state: training.TrainingState, evaluation: _PhaseEvaluation, recipe_summary: Dict,
+                   devices: Dict) -> None:
     reports.learning_curves(state.history, state.fine_tune_start_epoch,
                             os.path.join(directory, reports.LEARNING_CURVES_FILE))
     per_class = []
@@ -255,6 +301,7 @@ def _write_reports(directory: str, spec: TrainingSpec, names: List[str], counts:
                        'fine_tune_at': b.effective_fine_tune_at} for b in spec.backbones],
         'hyperparameters': {key: value for key, value in spec.model_dump().items() if key != 'backbones'},
         'recipe': recipe_summary,
+        'devices': devices,
         'epochs_trained': state.epochs_done,
         'fine_tune_start_epoch': state.fine_tune_start_epoch,
         'resumed_from_epoch': state.resumed_from_epoch,

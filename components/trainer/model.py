@@ -153,14 +153,16 @@ def _head_layers(spec: TrainingSpec, num_classes: int,
     layers = []
     if feature_stats is not None:
         mean, std = feature_stats
+        # float32 under any policy: scales of 1e12 overflow float16.
         layers.append(tf_keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
-                                                name='standardize_features'))
+                                                name='standardize_features', dtype='float32'))
     regularizer = tf_keras.regularizers.L2(spec.head_l2) if spec.head_l2 else None
     layers += [tf_keras.layers.Dense(units, activation='relu', kernel_regularizer=regularizer, name=f'hidden_{index}')
                for index, units in enumerate(spec.hidden_units)]
     layers.append(tf_keras.layers.Dropout(spec.dropout, seed=spec.seed, name='dropout'))
+    # float32 under a mixed policy too (devices.py): logits, losses and probabilities stay float32.
     layers.append(tf_keras.layers.Dense(1 if num_classes == 2 else num_classes, kernel_regularizer=regularizer,
-                                        name='logits'))
+                                        name='logits', dtype='float32'))
     return layers
 
 
@@ -242,7 +244,8 @@ def compile_for_head(classifier: Classifier, spec: TrainingSpec,
 def compile_head(model: tf_keras.Model, spec: TrainingSpec, binary: bool) -> None:
     """Phase 1's optimizer, loss and metric on any model ending in the head."""
     loss, metric = _loss_and_metric_for(binary)
-    model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate), loss=loss, metrics=[metric])
+    model.compile(optimizer=_OPTIMIZERS[spec.head_optimizer](spec.learning_rate), loss=loss, metrics=[metric],
+                  jit_compile=spec.jit_compile)
 
 
 def fine_tune_learning_rate(spec: TrainingSpec, steps_per_epoch: int):
@@ -264,7 +267,7 @@ def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec, steps_pe
     loss, metric = _loss_and_metric(classifier)
     classifier.model.compile(
         optimizer=_OPTIMIZERS[spec.fine_tune_optimizer](fine_tune_learning_rate(spec, steps_per_epoch)),
-        loss=loss, metrics=[metric])
+        loss=loss, metrics=[metric], jit_compile=spec.jit_compile)
 
 
 def probabilities(logits: tf.Tensor, num_classes: int) -> tf.Tensor:

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from components.trainer import devices
 from components.trainer.spec import RECIPE_CHOICES, AugmentationSpec, TrainingSpec
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,8 @@ def choose_augmentation(spec: TrainingSpec, build_head: Callable[[TrainingSpec],
             continue
         started = time.time()
         both = np.concatenate([features, augmented_features(candidate)]), np.concatenate([labels, labels])
-        dataset = tf.data.Dataset.from_tensor_slices(both).shuffle(len(both[1]), seed=spec.seed).batch(spec.batch_size)
+        dataset = devices.replica_batches(tf.data.Dataset.from_tensor_slices(both).shuffle(len(both[1]), seed=spec.seed),
+                                          spec.batch_size, len(both[1]), training=True)
         _, history = _fit_head(spec, build_head, compile_head, dataset, validation_features, class_weight)
         trials.append(dict(augmentation=candidate.model_dump(), val_loss=float(min(history['val_loss'])),
                            seconds=time.time() - started))

@@ -122,6 +122,8 @@ def markdown(summary: Dict[str, Any]) -> str:
     for backbone in summary.get('backbones', []):
         lines.append(f'- backbone {backbone["name"]} at {backbone["image_size"]} px, weights '
                      f'{backbone["weights"]}, fine-tuning from {backbone["fine_tune_at"]!r}')
+    if summary.get('devices'):
+        lines.append(f'- trained on: {summary["devices"]["description"]}')
     for key, value in summary.get('hyperparameters', {}).items():
         lines.append(f'- {key}: {value}')
     lines.append('')

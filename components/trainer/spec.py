@@ -1,8 +1,9 @@
-"""What the Trainer receives: the backbones, the head and the two-phase recipe.
+"""What the Trainer receives: the backbones, the head, the two-phase recipe and the devices.
 
 `BackboneSpec` is one backbone fully resolved (an ensemble has one per member); `RecipeSpec` holds
-the head and recipe keys, which the configuration has at its top level under the same names;
-`TrainingSpec` is both, the Trainer's custom_config. Validation asks the backbone registry
+the head and recipe keys and `DevicesSpec` how the Trainer uses its node's devices, both of which
+the configuration has at its top level under the same names; `TrainingSpec` is all of them, the
+Trainer's custom_config. Validation asks the backbone registry
 (backbones.py) for each backbone's facts, imported late: importing this module must not import
 TensorFlow (see pipeline.config.configured_output_dir).
 """
@@ -211,14 +212,40 @@ class RecipeSpec(StrictSpec):
         return value == 'auto' if key == 'augmentation' else value is None
 
 
+def _precision_from_yaml(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false: it means `off` here."""
+    return 'off' if value is False else value
+
+
+class DevicesSpec(StrictSpec):
+    """How the Trainer uses the devices of its node (components/trainer/devices.py decides).
+
+    `batch_size` is the global batch whatever the number of replicas, so the learning rates
+    apply unchanged: one GPU or four train the same steps, each replica on its share.
+    """
+
+    # auto: MirroredStrategy over every visible GPU when there are two or more, else TensorFlow's
+    # default (one device); mirrored: MirroredStrategy over every GPU, or every logical CPU
+    # device when there is no GPU (one replica on an ordinary machine); none: the default.
+    distribution: Literal['auto', 'mirrored', 'none'] = 'auto'
+    # auto: mixed float16 when every GPU has compute capability 7.0 or more (and no backbone is
+    # randomly initialised), float32 otherwise; float16 / bfloat16: that mixed policy anywhere;
+    # off: float32. The output layer always computes in float32.
+    mixed_precision: Literal['auto', 'float16', 'bfloat16', 'off'] = 'auto'
+    # Compile the training steps with XLA (model.compile(jit_compile=True)).
+    jit_compile: bool = False
+
+    _precision_switch = field_validator('mixed_precision', mode='before')(_precision_from_yaml)
+
+
 # The keys a recipe chooses when the config leaves them unset.
 RECIPE_CHOICES = ('learning_rate', 'dropout', 'head_l2', 'head_epochs', 'augmentation', 'fine_tune_epochs',
                   'fine_tune_optimizer', 'fine_tune_learning_rate', 'fine_tune_schedule', 'fine_tune_warmup_epochs',
                   'head_on_features', 'early_stopping_patience', 'early_stopping_metric')
 
 
-class TrainingSpec(RecipeSpec):
-    """What the Trainer needs: the backbones, the head and the two-phase recipe."""
+class TrainingSpec(RecipeSpec, DevicesSpec):
+    """What the Trainer needs: the backbones, the head, the two-phase recipe and the devices."""
 
     backbones: List[BackboneSpec]
 
