@@ -120,9 +120,10 @@ class LocalFlinkCluster:
             lib = jars.flink_lib(self._log)
             job_server = jars.job_server_jar(self._log)
             self._prepare(lib)
-            self._start_job_manager(lib)
+            self._start_job_manager(self._memory_settings('JM'))
+            task_manager_memory = self._memory_settings('TM')
             for index in range(1, self.task_managers + 1):
-                self._start_task_manager(lib, index)
+                self._start_task_manager(index, task_manager_memory)
             self._wait(self._all_slots_registered, 'the TaskManagers to register with the JobManager',
                        ['jobmanager'] + [f'taskmanager-{i}' for i in range(1, self.task_managers + 1)])
             self._start_job_server(job_server)
@@ -242,17 +243,15 @@ class LocalFlinkCluster:
                                                 env=env, cwd=self.work_dir, start_new_session=True)
         self.processes[name].stdout = out
 
-    def _start_job_manager(self, lib: Path) -> None:
-        jvm_flags, dynamic = self._memory_settings('JM')
+    def _start_job_manager(self, memory: Tuple[List[str], List[str]]) -> None:
+        jvm_flags, dynamic = memory
         self._java('jobmanager', ['-cp', self._classpath] + jvm_flags,
                    ['org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint',
                     '--configDir', str(self.work_dir / 'conf'), *dynamic])
         self._wait(lambda: self.rest('/overview', timeout=2) is not None, 'the JobManager\'s REST API', ['jobmanager'])
 
-    def _start_task_manager(self, lib: Path, index: int) -> None:
-        if not hasattr(self, '_tm_memory'):
-            self._tm_memory = self._memory_settings('TM')
-        jvm_flags, dynamic = self._tm_memory
+    def _start_task_manager(self, index: int, memory: Tuple[List[str], List[str]]) -> None:
+        jvm_flags, dynamic = memory
         self._java(f'taskmanager-{index}', ['-cp', self._classpath] + jvm_flags,
                    ['org.apache.flink.runtime.taskexecutor.TaskManagerRunner', '--configDir', str(self.work_dir / 'conf'),
                     '-D', f'taskmanager.resource-id=taskmanager-{index}', *dynamic])
