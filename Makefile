@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test chromium bench venv lock cuda-lock image kubeflow-local clean
+.PHONY: demo test chromium java flink-test bench venv lock cuda-lock image kubeflow-local clean
 
 venv: $(INSTALLED)
 
@@ -56,7 +56,7 @@ cuda-lock: $(LOCK)
 demo: $(INSTALLED)
 	$(BIN)/python -m pipeline.demo
 
-test: $(INSTALLED) chromium
+test: $(INSTALLED) chromium java
 	$(BIN)/python -m pytest tests
 
 # tests/test_report_html.py opens the run report in headless Chromium. Installed from Debian when
@@ -69,6 +69,22 @@ chromium:
 	  else \
 	    echo "chromium is not installed: tests/test_report_html.py will skip (sudo apt-get install chromium)" >&2; \
 	  fi; }
+
+# tests/test_flink_runner.py starts a Flink cluster: Java, and Maven, which assembles Beam's Flink
+# job server once (pipeline/flink/jars.py). Installed from Debian when missing and we are root;
+# elsewhere those tests skip (and fail when CI is set).
+java:
+	@{ command -v java && command -v mvn; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's Java 17 and Maven for tests/test_flink_runner.py"; \
+	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; \
+	  else \
+	    echo "java or mvn is missing: tests/test_flink_runner.py will skip (sudo apt-get install openjdk-17-jre-headless maven)" >&2; \
+	  fi; }
+
+# Only the Beam components on a local Flink cluster against the DirectRunner (part of `make test`).
+flink-test: $(INSTALLED) java
+	$(BIN)/python -m pytest tests/test_flink_runner.py
 
 # Every benchmark of bench/, one after another, then bench/RESULTS.md (well over an hour on
 # two cores; QUICK=1 for small data, into bench/RESULTS-quick.md).

@@ -23,7 +23,7 @@ REPO = BENCH.parent
 # In order: input_pipeline and pipeline_costs read what recipe leaves in bench/.work, and
 # preprocessing_choices and fine_tune_schedule the image sets recipe exports there.
 ALL = ('recipe', 'input_pipeline', 'pipeline_costs', 'ingestion', 'linear_probe', 'heads', 'preprocessing_choices',
-       'fine_tune_schedule', 'tflite_variants', 'data_drift')
+       'fine_tune_schedule', 'tflite_variants', 'data_drift', 'flink_runner')
 DATASETS = BENCH / '.work' / 'datasets'
 # Benchmarks run more than once, with these arguments each time (others: once, no arguments).
 INVOCATIONS = {
@@ -39,7 +39,8 @@ NOT_QUICK = ('preprocessing_choices', 'fine_tune_schedule', 'data_drift')
 QUICK_FLAGS = {'recipe': ['--quick'], 'tflite_variants': ['--quick'], 'input_pipeline': ['--quick', '--epochs', '1'],
                'pipeline_costs': ['--quick'], 'ingestion': ['--files', '1000'],
                'linear_probe': ['--per-class', '20', '--test-per-class', '20', '--few', '5'],
-               'heads': ['--per-class', '20', '--test-per-class', '20', '--epochs', '2', '--size', '96']}
+               'heads': ['--per-class', '20', '--test-per-class', '20', '--epochs', '2', '--size', '96'],
+               'flink_runner': ['--quick']}
 
 
 def _load(name: str, quick: bool):

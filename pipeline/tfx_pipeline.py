@@ -116,14 +116,23 @@ def staged_schema_file(config: PipelineConfig) -> str:
 
 
 def effective_beam_args(beam_args: List[str]) -> List[str]:
-    """The configured flags, plus what the local DirectRunner needs to not litter the temp dir."""
+    """The configured flags, plus what keeps TFX from packaging itself for workers that have it.
+
+    The DirectRunner runs in this environment, and an EXTERNAL or PROCESS environment's SDK
+    workers run in one made for this project (pipeline/flink: this virtualenv; on a cluster:
+    the project's image beside each task manager); neither installs staged packages. A flag
+    whose value is never used by them stops TFX from building a throw-away sdist of itself
+    (~50 MB) for every Beam component and staging it.
+    """
     args = list(beam_args)
-    runner = next((a.split('=', 1)[1] for a in args if a.startswith('--runner=')), 'DirectRunner')
+    value = {a.split('=', 1)[0]: a.split('=', 1)[1] for a in args if '=' in a}
     has_dependency_flag = any(a.split('=', 1)[0] in _BEAM_DEPENDENCY_FLAGS for a in args)
-    if runner in ('DirectRunner', 'direct') and not has_dependency_flag:
-        # The DirectRunner runs in this environment, which has every dependency; the flag's
-        # value is never used by it, it only stops TFX from building a throw-away sdist.
+    if has_dependency_flag:
+        return args
+    if value.get('--runner', 'DirectRunner') in ('DirectRunner', 'direct'):
         args.append('--sdk_container_image=unused-by-the-local-direct-runner')
+    elif value.get('--environment_type', '').upper() in ('EXTERNAL', 'PROCESS', 'LOOPBACK'):
+        args.append('--sdk_container_image=unused-by-external-and-process-environments')
     return args
 
 

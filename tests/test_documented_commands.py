@@ -23,13 +23,14 @@ RUN_ELSEWHERE = {
     'pipeline.demo': 'test_pipeline_end_to_end.py', 'pipeline.local_runner': 'test_pipeline_end_to_end.py',
     'pipeline.predict': 'test_pipeline_end_to_end.py', 'pipeline.run_summary': 'test_pipeline_end_to_end.py',
     'kubeflow.local_run': 'test_kubeflow_local.py', 'pipeline.report': 'test_pipeline_end_to_end.py',
+    'pipeline.flink': 'test_flink_runner.py',
 }
 RUN_HERE = ('pipeline.describe', 'kubeflow.runner', 'kubeflow.schedule', 'components.weights',
             'pipeline.fashion_mnist', 'components.storage')
 # Benchmarks take minutes to hours; their entry points are checked with --help.
 BENCHMARKS = ('bench.heads', 'bench.ingestion', 'bench.linear_probe', 'bench.run_all', 'bench.preprocessing_choices',
               'bench.recipe', 'bench.fine_tune_schedule', 'bench.datasets', 'bench.tflite_variants',
-              'bench.data_drift')
+              'bench.data_drift', 'bench.flink_runner')
 
 
 def run(*args, cwd=REPO, expect=0, timeout=600):

@@ -81,6 +81,15 @@ def test_direct_runner_gets_a_dependency_flag_so_tfx_builds_no_sdist():
     assert tfx_pipeline.effective_beam_args(own) == own
 
 
+def test_external_and_process_workers_get_a_dependency_flag_too():
+    """Their SDK workers run in an environment made for the project (pipeline/flink)."""
+    for environment in ('EXTERNAL', 'PROCESS'):
+        flink = ['--runner=PortableRunner', '--job_endpoint=127.0.0.1:8099', f'--environment_type={environment}']
+        assert tfx_pipeline.effective_beam_args(flink)[-1].startswith('--sdk_container_image=')
+    docker = ['--runner=PortableRunner', '--job_endpoint=127.0.0.1:8099', '--environment_type=DOCKER']
+    assert tfx_pipeline.effective_beam_args(docker) == docker
+
+
 def test_schema_is_staged_by_content(config, monkeypatch, tmp_path):
     first = tfx_pipeline.staged_schema_file(config)
     assert open(first).read() == tfx_pipeline.SCHEMA_FILE.read_text()
