@@ -47,6 +47,11 @@ AS_IS = {
 }
 
 
+def _untouched(outcome, data: bytes) -> bool:
+    """The file passes as it is (with its facts)."""
+    return isinstance(outcome, Ingested) and outcome.encoded == data and outcome.conversion == ''
+
+
 @pytest.mark.parametrize('kind', AS_IS)
 def test_what_tensorflow_decodes_passes_untouched(kind):
     data = AS_IS[kind]()
@@ -98,7 +103,7 @@ def test_exif_orientation_makes_a_sideways_photo_upright():
 
 def test_exif_orientation_can_be_left_alone():
     data = sideways_photo()
-    assert inspect(data, LIMIT, apply_exif_orientation=False) == Ingested(data)
+    assert _untouched(inspect(data, LIMIT, apply_exif_orientation=False), data)
     assert decode_rgb(data, WHITE).shape == (20, 30, 3)
 
 
@@ -117,7 +122,7 @@ def test_bombs_are_refused_from_the_header(width, height, limit, detail):
 
 def test_the_pixel_limit_is_inclusive():
     data = image_bytes(COLOUR, size=(24, 20))
-    assert inspect(data, 24 * 20, apply_exif_orientation=True) == Ingested(data)
+    assert _untouched(inspect(data, 24 * 20, apply_exif_orientation=True), data)
 
 
 @pytest.mark.parametrize('data,reason', [
@@ -185,7 +190,7 @@ def test_transparent_gif_is_converted_because_tensorflow_paints_it_black():
 def test_gif_whose_transparent_colour_no_pixel_uses_passes_untouched():
     data = transparent_gif(transparent_index=2)
     assert Image.open(io.BytesIO(data)).info.get('transparency') == 2
-    assert inspect(data, LIMIT, apply_exif_orientation=True) == Ingested(data)
+    assert _untouched(inspect(data, LIMIT, apply_exif_orientation=True), data)
 
 
 @pytest.mark.parametrize('mode,left,right,transparent,written,right_rgb', [
