@@ -118,6 +118,9 @@ def _statistics(output_dir: Path, split: str) -> dict:
     stats.ParseFromString((_artifact(output_dir, 'StatisticsGen', 'statistics') / f'Split-{split}' /
                            'FeatureStats.pb').read_bytes())
     as_dict = json_format.MessageToDict(stats)
+    # The whole split ('All Examples') first, then the slices of each class (StatisticsGen slices
+    # by class_name), whose order is the runner's.
+    as_dict['datasets'].sort(key=lambda dataset: (dataset.get('name') != 'All Examples', dataset.get('name', '')))
     for dataset in as_dict['datasets']:
         dataset['features'].sort(key=lambda feature: json.dumps(feature.get('path')))
     return as_dict
