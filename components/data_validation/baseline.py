@@ -24,11 +24,16 @@ KEEP = 3
 
 def latest(baseline_dir: str) -> Optional[str]:
     """The newest complete version folder in baseline_dir, or None."""
-    if not tf.io.gfile.isdir(baseline_dir):
-        return None
-    versions = sorted(name.rstrip('/') for name in tf.io.gfile.listdir(baseline_dir))
-    complete = [v for v in versions if tf.io.gfile.exists(os.path.join(baseline_dir, v, DONE_FILE))]
+    complete = _complete_versions(baseline_dir)
     return os.path.join(baseline_dir, complete[-1]) if complete else None
+
+
+def _complete_versions(baseline_dir: str) -> List[str]:
+    """Names of the version folders with a DONE file, oldest first (they are named by time)."""
+    if not tf.io.gfile.isdir(baseline_dir):
+        return []
+    versions = sorted(name.rstrip('/') for name in tf.io.gfile.listdir(baseline_dir))
+    return [v for v in versions if tf.io.gfile.exists(os.path.join(baseline_dir, v, DONE_FILE))]
 
 
 def load(version_dir: str) -> Dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
@@ -64,7 +69,5 @@ def record(baseline_dir: str, statistics_dir: str, splits: List[str], run_id: st
 
 
 def _prune(baseline_dir: str) -> None:
-    versions = sorted(name.rstrip('/') for name in tf.io.gfile.listdir(baseline_dir))
-    complete = [v for v in versions if tf.io.gfile.exists(os.path.join(baseline_dir, v, DONE_FILE))]
-    for version in complete[:-KEEP]:
+    for version in _complete_versions(baseline_dir)[:-KEEP]:
         tf.io.gfile.rmtree(os.path.join(baseline_dir, version))
