@@ -108,6 +108,9 @@ def test_fine_tuning_that_only_hurts_keeps_the_head_only_model(tmp_path):
     assert state.kept_head_only_model
     for kept, after_head in zip(classifier.model.get_weights(), evaluated['head'], strict=True):
         np.testing.assert_array_equal(kept, after_head)
+    # The same weights as after phase 1: its evaluation is phase 2's, not run again.
+    assert list(evaluated) == ['head']
+    assert state.phase_metrics['fine-tuning']['eval_loss'] == state.phase_metrics['head']['eval_loss']
 
 
 def test_fine_tuning_keeps_its_best_epoch(tmp_path):

@@ -148,3 +148,35 @@ def test_phase_one_validates_on_cached_features_as_keras_would(tmp_path):
     assert len(cached['val_loss']) == 2
     np.testing.assert_allclose(cached['val_loss'], plain['val_loss'], rtol=1e-4)
     np.testing.assert_allclose(cached['val_accuracy'], plain['val_accuracy'])
+
+
+def test_phase_one_is_evaluated_on_its_features_as_on_the_images(tmp_path):
+    """After phase 1 the model is the head on the frozen backbones: evaluating the head on the
+    eval and test splits' features gives the whole classifier's figures on their images."""
+    from components.trainer.image_trainer import _PhaseEvaluation
+    spec = training_spec(head_epochs=2, fine_tune_epochs=0, learning_rate=1e-2)
+    rng = np.random.default_rng(4)
+    splits = {split: (rng.uniform(-1, 1, (n, 32, 32, 3)).astype(np.float32), rng.integers(0, 3, n))
+              for split, n in (('train', 24), ('eval', 13), ('test', 11))}
+
+    class Splits:  # what _PhaseEvaluation reads of TrainerData
+        def dataset(self, split):
+            images, labels = splits[split]
+            return tf.data.Dataset.from_tensor_slices(({'image': images}, labels)).batch(8)
+
+    classifier = model_lib.build_classifier(spec, 3)
+    training.train_two_phases(classifier, spec, Splits().dataset('train'), Splits().dataset('eval'),
+                              training.TrainingCheckpoint(str(tmp_path)))
+    counts = {split: np.bincount(labels, minlength=3) for split, (_, labels) in splits.items()}
+    features = {split: (classifier.features({'image': splits[split][0]}, training=False).numpy(), splits[split][1])
+                for split in ('eval', 'test')}
+    on_images = _PhaseEvaluation(classifier, Splits(), counts, spec)
+    on_features = _PhaseEvaluation(classifier, Splits(), counts, spec, features)
+    from_images, from_features = on_images(training.HEAD), on_features(training.HEAD)
+    assert set(from_features) == {'eval_accuracy', 'eval_loss', 'test_accuracy', 'test_loss'}
+    for key, value in from_images.items():
+        assert from_features[key] == pytest.approx(value, rel=1e-5), key
+    np.testing.assert_allclose(on_features.test_labels_and_probabilities()[1],
+                               on_images.test_labels_and_probabilities()[1], rtol=1e-5, atol=1e-6)
+    # Phase 2's model is no longer the head on those features: evaluated on the images.
+    assert on_features(training.FINE_TUNE) == pytest.approx(from_images, rel=1e-5)

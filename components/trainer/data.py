@@ -10,7 +10,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Tuple
+import weakref
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 _SHUFFLE_BUFFER = 1024
 _STATISTICS_IMAGES = 256
+# The traced feature functions of each extractor (see _feature_function).
+_FEATURE_FUNCTIONS: 'weakref.WeakKeyDictionary[tf_keras.Model, Dict[bool, Callable]]' = weakref.WeakKeyDictionary()
 SPLITS = ('train', 'eval', 'test')
 
 
@@ -50,6 +53,7 @@ class TrainerData:
         self.cache_mode = self._cache_mode(counts)
         self._cache_dir = tempfile.mkdtemp(prefix='input-cache-') if self.cache_mode == 'disk' else None
         self._datasets: Dict[tuple, tf.data.Dataset] = {}
+        self._cached_examples: Dict[str, tf.data.Dataset] = {}
 
     def _cache_mode(self, counts: Dict[str, int]) -> str:
         bytes_per_image = sum(4 * 3 * b.image_size ** 2 for b in self._spec.backbones)
@@ -72,10 +76,33 @@ class TrainerData:
         return self._datasets[request]
 
     def _build(self, split: str, shuffle: bool, cache: bool) -> tf.data.Dataset:
+        if cache:
+            examples = self._cached(split)
+            if shuffle:
+                examples = examples.shuffle(_SHUFFLE_BUFFER, seed=self._spec.seed, reshuffle_each_iteration=True)
+            dataset = devices.replica_batches(examples, self._spec.batch_size, self._counts[split], training=shuffle)
+        else:
+            dataset = self._transformed(split, shuffle)
+            if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+                dataset = devices.replica_batches(dataset.unbatch(), self._spec.batch_size, self._counts[split],
+                                                  training=shuffle)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _cached(self, split: str) -> tf.data.Dataset:
+        """The split's transformed examples one by one, cached: one cache per split, shared by
+        every dataset built on it (the backbone-feature pass fills it, phase 2's shuffled
+        epochs and validation read it), so each image is decoded once per Trainer run."""
+        if split not in self._cached_examples:
+            cache_file = os.path.join(self._cache_dir, split) if self._cache_dir else ''
+            self._cached_examples[split] = self._transformed(split, shuffle=False).unbatch().cache(cache_file)
+        return self._cached_examples[split]
+
+    def _transformed(self, split: str, shuffle: bool) -> tf.data.Dataset:
+        """Batches of the split through the transform graph (read in a shuffled order if asked)."""
         raw = self._fn_args.data_accessor.tf_dataset_factory(
             split_files(self._fn_args, split),
             tfxio.TensorFlowDatasetOptions(batch_size=self._spec.batch_size, num_epochs=1,
-                                           shuffle=shuffle and not cache, shuffle_seed=self._spec.seed,
+                                           shuffle=shuffle, shuffle_seed=self._spec.seed,
                                            shuffle_buffer_size=_SHUFFLE_BUFFER, drop_final_batch=False),
             self.transform_output.raw_metadata.schema)
         transform_layer = self.transform_output.transform_features_layer()
@@ -87,17 +114,7 @@ class TrainerData:
             label = transformed[LABEL_KEY]
             return {key: transformed[key] for key in keys}, tf.cast(label, tf.float32) if binary else label
 
-        dataset = raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-        if cache:
-            cache_file = os.path.join(self._cache_dir, split) if self._cache_dir else ''
-            dataset = dataset.unbatch().cache(cache_file)
-            if shuffle:
-                dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=self._spec.seed, reshuffle_each_iteration=True)
-            dataset = devices.replica_batches(dataset, self._spec.batch_size, self._counts[split], training=shuffle)
-        elif tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            dataset = devices.replica_batches(dataset.unbatch(), self._spec.batch_size, self._counts[split],
-                                              training=shuffle)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def split_files(fn_args: FnArgs, split: str) -> List[str]:
@@ -132,17 +149,28 @@ def feature_arrays(extractor: tf_keras.Model, data: TrainerData, split: str,
                    augmented: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """(features, labels) of a split in its stored order; augmented: through the extractor's
     augmentation layer (training mode for it alone: the backbones are built to stay in
-    inference mode)."""
-    # As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
-    # float32 whatever the precision policy: the head's input, like the classifier's, is float32.
-    extract = tf.function(lambda inputs: tf.cast(extractor(inputs, training=augmented), tf.float32),
-                          reduce_retracing=True)
+    inference mode). The images are read through the split's cache (decoded once per run)."""
+    extract = _feature_function(extractor, augmented)
     features, labels = [], []
-    # The eval split is read through its image cache (phase 2 validates on it again).
-    for inputs, label in data.dataset(split, cache=split == 'eval'):
+    for inputs, label in data.dataset(split):
         features.append(extract(inputs).numpy())
         labels.append(label.numpy())
     return np.concatenate(features), np.concatenate(labels)
+
+
+def _feature_function(extractor: tf_keras.Model, augmented: bool):
+    """The extractor as one graph for every split and batch size, traced once per extractor.
+
+    As a graph: called eagerly, the backbone is much slower (bench/results/recipe-8c7693a.md).
+    float32 whatever the precision policy: the head's input, like the classifier's, is float32.
+    """
+    functions = _FEATURE_FUNCTIONS.setdefault(extractor, {})
+    if augmented not in functions:
+        signature = [{name: tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
+                      for name, tensor in zip(extractor.input_names, extractor.inputs)}]
+        functions[augmented] = tf.function(lambda inputs: tf.cast(extractor(inputs, training=augmented), tf.float32),
+                                           input_signature=signature)
+    return functions[augmented]
 
 
 def features_dataset(features: np.ndarray, labels: np.ndarray, spec: TrainingSpec,

@@ -34,36 +34,59 @@ class _PhaseEvaluation:
     """Validation and test metrics after each phase.
 
     The test split is predicted once per phase; its last predictions also give the confusion
-    matrix, instead of a second pass over the split after training.
+    matrix, instead of a second pass over the split after training. Phase 1's model is the
+    head on the frozen backbones' features: given those of the eval and test splits
+    (`features`, computed with the training features), it is evaluated on them, without
+    running the backbones over the images again.
     """
 
-    def __init__(self, classifier: model_lib.Classifier, data: data_lib.TrainerData, counts: Dict[str, np.ndarray]):
+    def __init__(self, classifier: model_lib.Classifier, data: data_lib.TrainerData, counts: Dict[str, np.ndarray],
+                 spec: TrainingSpec, features: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None):
         self._classifier = classifier
         self._data = data
         self._counts = counts
+        self._spec = spec
+        self._features = features or {}
         self._test_labels = None
         self._test_probabilities = None
 
     def __call__(self, phase: str) -> Dict[str, float]:
+        on_features = phase == training.HEAD and all(
+            split in self._features for split in ('eval', 'test') if self._counts[split].sum())
+        model = model_lib.build_head_model(self._classifier) if on_features else self._classifier.model
+        if on_features:
+            model_lib.compile_for_evaluation(self._classifier, model)
         metrics = {}
         if self._counts['eval'].sum():
-            loss, accuracy = self._classifier.model.evaluate(self._data.dataset('eval'), verbose=0)
+            loss, accuracy = model.evaluate(self._inputs('eval', on_features), verbose=0)
             metrics['eval_accuracy'], metrics['eval_loss'] = float(accuracy), float(loss)
         if self._counts['test'].sum():
-            labels, logits = self._predict_test()
+            labels = self._test_labels_read(on_features)
+            logits = model.predict(self._inputs('test', on_features).map(lambda inputs, _: inputs), verbose=0)
             self._test_probabilities = model_lib.probabilities(logits, self._classifier.num_classes).numpy()
             metrics['test_accuracy'] = float(np.mean(self._test_probabilities.argmax(axis=1) == labels))
-            metrics['test_loss'] = float(self._classifier.model.loss(
-                labels.astype(np.float32) if self._classifier.binary else labels, logits))
-        logger.info('After %s: %s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+            metrics['test_loss'] = model_lib.mean_loss(
+                self._classifier.binary, labels.astype(np.float32) if self._classifier.binary else labels, logits)
+        logger.info('After %s: %s%s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()),
+                    ' (the head on the backbone features)' if on_features else '')
         return metrics
 
-    def _predict_test(self):
-        dataset = self._data.dataset('test')
+    def _inputs(self, split: str, on_features: bool) -> tf.data.Dataset:
+        if on_features:
+            return data_lib.features_dataset(*self._features[split], self._spec, shuffle=False)
+        return self._data.dataset(split)
+
+    def _test_labels_read(self, on_features: bool = False) -> np.ndarray:
+        """The test split's labels in its stored order (the features' order too)."""
         if self._test_labels is None:
-            self._test_labels = np.concatenate([label.numpy() for _, label in dataset]).astype(np.int64)
-        logits = self._classifier.model.predict(dataset.map(lambda inputs, _: inputs), verbose=0)
-        return self._test_labels, logits
+            labels = (self._features['test'][1] if on_features else
+                      np.concatenate([label.numpy() for _, label in self._data.dataset('test')]))
+            self._test_labels = labels.astype(np.int64)
+        return self._test_labels
+
+    def _predict_test(self):
+        logits = self._classifier.model.predict(self._data.dataset('test').map(lambda inputs, _: inputs), verbose=0)
+        return self._test_labels_read(), logits
 
     def test_labels_and_probabilities(self):
         """(labels, class probabilities) of the test split by the final model."""
@@ -184,15 +207,18 @@ def _train(fn_args: FnArgs, configured: TrainingSpec, names: List[str], counts: 
 
     has_validation = bool(counts['eval'].sum())
     head_features = validation_features = train_arrays = None
+    evaluation_features = {}  # phase 1's model evaluated on them (_PhaseEvaluation)
     features_seconds = 0.0
     on_features = spec.head_on_features or spec.augmentation is None
     if spec.cache_features and spec.head_epochs != 0:
         started = time.time()
         if on_features:  # phase 1 trains the head alone on features of un-augmented images
             train_arrays = data_lib.feature_arrays(extractor, data, 'train')
+            evaluation_features = {split: data_lib.feature_arrays(extractor, data, split)
+                                   for split in ('eval', 'test') if counts[split].sum()}
             head_features = (data_lib.features_dataset(*train_arrays, spec, shuffle=True),
-                             data_lib.features_dataset(*data_lib.feature_arrays(extractor, data, 'eval'), spec,
-                                                       shuffle=False) if has_validation else None)
+                             data_lib.features_dataset(*evaluation_features['eval'], spec, shuffle=False)
+                             if has_validation else None)
         elif has_validation:  # augmented training images change every epoch, validation ones do not
             validation_features = data_lib.features_dataset(
                 *data_lib.feature_arrays(extractor, data, 'eval'), spec, shuffle=False)
@@ -210,7 +236,7 @@ def _train(fn_args: FnArgs, configured: TrainingSpec, names: List[str], counts: 
     logger.info('Recipe %s%s', spec.recipe, ': ' + ', '.join(f'{k} {v}' for k, v in choices.items()) if choices else '')
 
     classifier = model_lib.build_classifier(spec, len(names), bases=bases, feature_stats=feature_stats)
-    evaluate_phase = _PhaseEvaluation(classifier, data, counts)
+    evaluate_phase = _PhaseEvaluation(classifier, data, counts, spec, evaluation_features)
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],

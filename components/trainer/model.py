@@ -191,6 +191,17 @@ def compile_for_evaluation(classifier: Classifier, model: tf_keras.Model) -> Non
     model.compile(loss=loss, metrics=[metric])
 
 
+def mean_loss(binary: bool, labels: np.ndarray, logits: np.ndarray) -> float:
+    """The compiled loss's figure (its mean over the examples) on predictions made outside
+    Keras' loops. Its own per-example loss object: a compiled one refuses to average under a
+    distribution strategy until Keras itself has used it."""
+    if binary:
+        loss = tf_keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.NONE)
+    else:
+        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.NONE)
+    return float(np.mean(loss(labels, logits)))
+
+
 def _loss_and_metric(classifier: Classifier):
     return _loss_and_metric_for(classifier.binary)
 

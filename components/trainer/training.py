@@ -295,9 +295,17 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
             timings[phase]['images_per_second'] = train_images * timings[phase]['epochs'] / seconds
         return keep_best
 
-    def finish(phase: str) -> None:
+    def finish(phase: str, same_model_as: Optional[str] = None) -> None:
+        """same_model_as: an earlier phase that left the same weights (phase 2 kept phase 1's
+        model), whose evaluation is then this phase's too, instead of evaluating again."""
         state.completed_phases.append(phase)
-        state.phase_metrics[phase] = {**evaluate_phase(phase), **timings.get(phase, {})}
+        if same_model_as:
+            evaluated = {key: value for key, value in state.phase_metrics[same_model_as].items()
+                         if key.startswith(('eval_', 'test_'))}
+            logger.info('After %s: the %s model, as evaluated then', phase, same_model_as)
+        else:
+            evaluated = evaluate_phase(phase)
+        state.phase_metrics[phase] = {**evaluated, **timings.get(phase, {})}
         # The weights only (the next phase has a new optimizer); with early stopping, the best.
         checkpoint.save(model, state)
 
@@ -357,7 +365,7 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         if state.kept_head_only_model:
             logger.warning('Fine-tuning did not improve on the head-only model\'s %s: the model trained so far is '
                            'kept, as phase 1 left it', (spec.early_stopping_metric or 'val_loss').replace('_', 'idation ', 1))
-        finish(FINE_TUNE)
+        finish(FINE_TUNE, same_model_as=HEAD if state.kept_head_only_model and HEAD in state.phase_metrics else None)
         trained_now = True
     if completed_before and not trained_now:  # interrupted after the last phase had ended
         checkpoint.restore(model, state)
