@@ -25,7 +25,7 @@ Runs, one after another on the same folders:
 --quick: fashion_mnist only, 20 / 10 / 20 images per class, 96 px, 2 + 2 epochs for the plain
 script and at most 2 fine-tuning epochs for the pipeline (minutes, for a smoke test).
 --repeat N: every run N times, interleaved (plain, auto, plain, auto, ...); the recorded time is
-the median and the table lists each (identical runs differ by up to ~10% here).
+the median and the table lists each (identical runs differ by 10% to 50% here).
 Writes bench/results/recipe.md and recipe.json (read by bench/RESULTS.md).
 """
 from __future__ import annotations
@@ -179,9 +179,10 @@ def measure_run(run: str, name: str, data: Path, work: Path, sizes: dict, quick:
 def combine_repeats(repeats: list) -> dict:
     """The first measurement, with the median whole-run time of all of them and every time.
 
-    Wall times on this shared 2-core machine vary by up to ~10% between identical runs
-    (the same pipeline took 82 s and 88 s in a row), so a ratio of two single runs can say more
-    about the machine than about the code; the accuracies do not vary (fixed seeds).
+    Wall times on this shared 2-core machine vary a lot between identical runs (the tutorial
+    script on Open Clip Art took 329 s, then 216 s: bench/results/recipe.json at 3d2a7d9), so a
+    ratio of two single runs can say more about the machine than about the code; the accuracies
+    do not vary (fixed seeds).
     """
     combined = dict(repeats[0])
     times = [r['seconds'] for r in repeats]
@@ -255,8 +256,15 @@ def _row(name: str, label: str, run: dict, plain_seconds: float, plain: dict) ->
                                               for k, v in tuned.items())
     return [name, label, f'{head.get("test_accuracy", float("nan")):.4f}', f'{final:.4f}', gain,
             f'{head.get("seconds", 0):.0f}', f'{tune.get("seconds", 0):.0f}', _whole_run(run),
-            f'{run["seconds"] / plain_seconds:.2f}', epochs, kept, chosen_text or '-', run.get('commit', '-')]
+            _ratio(run, plain, plain_seconds), epochs, kept, chosen_text or '-', run.get('commit', '-')]
 
+
+def _ratio(run: dict, plain: dict, plain_seconds: float) -> str:
+    """The run's time over the plain script's, when both were measured in the same run of this
+    benchmark (same commit): times from different runs compare the machine's load as much."""
+    if plain is not None and run is not plain and run.get('commit') != plain.get('commit'):
+        return f'- (plain script not run at {run.get("commit")})'
+    return f'{run["seconds"] / plain_seconds:.2f}'
 
 
 def _whole_run(run: dict) -> str:

@@ -61,9 +61,11 @@ def targets(quick: bool) -> list:
             # The targets are recipe auto's; tuning's figures are reported beside them.
             target = run_name == 'auto'
             ratio = run['seconds'] / plain['seconds']
+            same_run = run.get('commit') == plain.get('commit')  # else the machine's load differed too
             rows.append((f'{name}, {run_name}: whole pipeline / plain script' + (' <= 1.0' if target else ''),
-                         f'{ratio:.2f} ({run["seconds"]:.0f} s / {plain["seconds"]:.0f} s)',
-                         ratio <= 1.0 if target else None))
+                         f'{ratio:.2f} ({run["seconds"]:.0f} s / {plain["seconds"]:.0f} s)' if same_run else
+                         f'not measured in the same run (pipeline at {run.get("commit")}, script at '
+                         f'{plain.get("commit")})', (ratio <= 1.0 if same_run else False) if target else None))
             phases = run['phases']
             final = phases.get('fine-tuning', phases['head'])['test_accuracy']
             gain = 100 * (final - plain['fine_tune_test_accuracy'])
