@@ -168,7 +168,9 @@ def _feature_function(extractor: tf_keras.Model, augmented: bool):
     if augmented not in functions:
         signature = [{name: tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
                       for name, tensor in zip(extractor.input_names, extractor.inputs)}]
-        functions[augmented] = tf.function(lambda inputs: tf.cast(extractor(inputs, training=augmented), tf.float32),
+        # A weak reference: a function holding the extractor would keep it, its key, alive for good.
+        model = weakref.ref(extractor)
+        functions[augmented] = tf.function(lambda inputs: tf.cast(model()(inputs, training=augmented), tf.float32),
                                            input_signature=signature)
     return functions[augmented]
 
