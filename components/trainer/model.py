@@ -195,10 +195,7 @@ def mean_loss(binary: bool, labels: np.ndarray, logits: np.ndarray) -> float:
     """The compiled loss's figure (its mean over the examples) on predictions made outside
     Keras' loops. Its own per-example loss object: a compiled one refuses to average under a
     distribution strategy until Keras itself has used it."""
-    if binary:
-        loss = tf_keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.NONE)
-    else:
-        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.NONE)
+    loss, _ = _loss_and_metric_for(binary, reduction=tf_keras.losses.Reduction.NONE)
     return float(np.mean(loss(labels, logits)))
 
 
@@ -206,11 +203,11 @@ def _loss_and_metric(classifier: Classifier):
     return _loss_and_metric_for(classifier.binary)
 
 
-def _loss_and_metric_for(binary: bool):
+def _loss_and_metric_for(binary: bool, reduction: str = tf_keras.losses.Reduction.AUTO):
     if binary:
-        return (tf_keras.losses.BinaryCrossentropy(from_logits=True),
+        return (tf_keras.losses.BinaryCrossentropy(from_logits=True, reduction=reduction),
                 tf_keras.metrics.BinaryAccuracy(threshold=0.0, name='accuracy'))
-    return (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    return (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
             tf_keras.metrics.SparseCategoricalAccuracy(name='accuracy'))
 
 
