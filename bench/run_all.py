@@ -23,7 +23,7 @@ REPO = BENCH.parent
 # In order: input_pipeline and pipeline_costs read what recipe leaves in bench/.work, and
 # preprocessing_choices and fine_tune_schedule the image sets recipe exports there.
 ALL = ('recipe', 'input_pipeline', 'pipeline_costs', 'ingestion', 'linear_probe', 'heads', 'preprocessing_choices',
-       'fine_tune_schedule', 'tflite_variants', 'data_drift', 'flink_runner')
+       'fine_tune_schedule', 'tflite_variants', 'data_drift', 'flink_runner', 'frozen_bottom')
 DATASETS = BENCH / '.work' / 'datasets'
 # Benchmarks run more than once, with these arguments each time (others: once, no arguments).
 INVOCATIONS = {
@@ -35,7 +35,7 @@ INVOCATIONS = {
 RESULT_FILES = {'fine_tune_schedule': ['fine_tune_schedule', 'fine_tune_schedule-flip',
                                        'fine_tune_schedule-flip-tuxpaint']}
 # Too slow or too data-hungry for --quick (and their results have no -quick variant).
-NOT_QUICK = ('preprocessing_choices', 'fine_tune_schedule', 'data_drift')
+NOT_QUICK = ('preprocessing_choices', 'fine_tune_schedule', 'data_drift', 'frozen_bottom')
 QUICK_FLAGS = {'recipe': ['--quick'], 'tflite_variants': ['--quick'], 'input_pipeline': ['--quick', '--epochs', '1'],
                'pipeline_costs': ['--quick'], 'ingestion': ['--files', '1000'],
                'linear_probe': ['--per-class', '20', '--test-per-class', '20', '--few', '5'],

@@ -30,7 +30,7 @@ RUN_HERE = ('pipeline.describe', 'kubeflow.runner', 'kubeflow.schedule', 'compon
 # Benchmarks take minutes to hours; their entry points are checked with --help.
 BENCHMARKS = ('bench.heads', 'bench.ingestion', 'bench.linear_probe', 'bench.run_all', 'bench.preprocessing_choices',
               'bench.recipe', 'bench.fine_tune_schedule', 'bench.datasets', 'bench.tflite_variants',
-              'bench.data_drift', 'bench.flink_runner')
+              'bench.data_drift', 'bench.flink_runner', 'bench.frozen_bottom')
 
 
 def run(*args, cwd=REPO, expect=0, timeout=600):

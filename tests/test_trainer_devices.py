@@ -99,6 +99,9 @@ def test_mirrored_on_two_devices_trains_both_phases_and_resumes(mirrored):
     # The killed run chose the head on cached features with both replicas.
     assert 'Training on: MirroredStrategy strategy, 2 replica(s) (CPU:0, CPU:1)' in mirrored['killed_output']
     assert 'recipe auto chose for the head' in mirrored['killed_output']
+    # Phase 2 ran above the frozen bottoms' outputs, killed and resumed (its optimizer restored).
+    assert 'Frozen bottom: mobilenet_v2 below layer' in mirrored['killed_output']
+    assert "above the frozen bottoms' outputs computed once" in mirrored['output']
     assert mirrored['before']['completed_phases'] == ['head']
     assert 'Resuming an interrupted training run from its checkpoint' in mirrored['output']
     summary = _summary(mirrored['out'])
@@ -118,6 +121,7 @@ def test_mixed_bfloat16_trains_and_serves_float32(mixed):
     assert (devices['strategy'], devices['replicas'], devices['precision_policy']) == ('default', 1, 'mixed_bfloat16')
     assert set(_summary(mixed['out'])['phase_metrics']) == {'head', 'fine-tuning'}
     assert 'Training on: default strategy, 1 replica(s) (CPU:0), precision mixed_bfloat16' in mixed['output']
+    assert "above the frozen bottoms' outputs computed once" in mixed['output']
     signature = _serving(mixed['out']).signatures['serving_default']
     assert signature.structured_outputs['probabilities'].dtype == tf.float32
     # Exported in float32 (the trained weights in a float32 copy): TFLite, which has no

@@ -180,3 +180,85 @@ def test_phase_one_is_evaluated_on_its_features_as_on_the_images(tmp_path):
                                on_images.test_labels_and_probabilities()[1], rtol=1e-5, atol=1e-6)
     # Phase 2's model is no longer the head on those features: evaluated on the images.
     assert on_features(training.FINE_TUNE) == pytest.approx(from_images, rel=1e-5)
+
+
+def test_the_frozen_bottom_is_cut_where_one_tensor_carries_it():
+    """MobileNetV2's default fine_tune_at (100) is inside a residual block: the cut moves down to
+    the block's start (98), and the bottom then the top compute what the backbone computes."""
+    from components.trainer import frozen_bottom
+    spec = training_spec()
+    base = model_lib.build_bases(spec)['image']
+    k, tensor = frozen_bottom.find_cut(base, 100)
+    assert (k, base.layers[k].name) == (98, 'block_11_expand')
+    assert frozen_bottom.find_cut(base, 150)[0] == 150  # between two blocks: the cut is fine_tune_at
+    bottom, top = tf_keras.Model(base.inputs, tensor), tf_keras.Model(tensor, base.outputs)
+    images = np.random.default_rng(5).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(top(bottom(images, training=False), training=False),
+                               base(images, training=False), rtol=1e-5, atol=1e-6)
+
+
+def _fine_tuned(tmp_path, with_frozen_bottom: bool, **spec_overrides):
+    """A classifier trained one epoch of head (on features) and two of fine-tuning on the same
+    tiny images: phase 2 on them, or above the frozen bottoms' outputs computed once. Returns (classifier,
+    state, the FrozenBottom or None)."""
+    from components.trainer import data as data_lib
+    from components.trainer.frozen_bottom import FrozenBottom
+    spec = training_spec(head_epochs=1, fine_tune_epochs=2, learning_rate=1e-2, fine_tune_learning_rate=1e-4,
+                         batch_size=8, **spec_overrides)
+    rng = np.random.default_rng(6)
+    splits = {split: (rng.uniform(-1, 1, (n, 32, 32, 3)).astype(np.float32), rng.integers(0, 3, n))
+              for split, n in (('train', 20), ('eval', 11))}
+
+    def dataset(split, shuffle=False):
+        images, labels = splits[split]
+        examples = tf.data.Dataset.from_tensor_slices(({'image': images}, labels))
+        return data_lib.batched(examples, spec, len(labels), shuffle)
+
+    tf_keras.utils.set_random_seed(spec.seed)
+    bases = model_lib.build_bases(spec)
+    # The random backbone's features standardised, as the Trainer does (else they are ~1e-12).
+    stats = model_lib.feature_statistics(model_lib.build_feature_extractor(spec, bases), {'image': splits['train'][0]})
+    classifier = model_lib.build_classifier(spec, 3, bases=bases, feature_stats=stats)
+    bottom, fine_tune_on = None, None
+    if with_frozen_bottom:
+        bottom = FrozenBottom.plan(spec, classifier.bases, images=31)
+        for split, (images, labels) in splits.items():
+            _, *outputs = bottom.extractor()({'image': images}, training=False)
+            bottom.add(split, [output.numpy() for output in outputs], labels)
+        fine_tune_on = (bottom.model(classifier), bottom.dataset('train', shuffle=True), bottom.dataset('eval'))
+    # Phase 1 on features, as in the Trainer: the shuffled images are first read in phase 2.
+    features = {split: data_lib.features_dataset(classifier.features({'image': images}, training=False).numpy(),
+                                                 labels, spec, shuffle=split == 'train')
+                for split, (images, labels) in splits.items()}
+    state = training.train_two_phases(classifier, spec, dataset('train', shuffle=True), dataset('eval'),
+                                      training.TrainingCheckpoint(str(tmp_path / str(with_frozen_bottom))),
+                                      head_features=(features['train'], features['eval']), train_images=20,
+                                      fine_tune_on=fine_tune_on)
+    return classifier, state, bottom
+
+
+def test_fine_tuning_above_the_frozen_bottoms_trains_the_same_model(tmp_path):
+    """Phase 2 on the frozen bottoms' outputs, computed once, gives the weights and figures of
+    phase 2 on the images: same batches, same layers, only the frozen work is not repeated."""
+    on_images, images_state, _ = _fine_tuned(tmp_path, with_frozen_bottom=False)
+    above, above_state, bottom = _fine_tuned(tmp_path, with_frozen_bottom=True)
+    assert bottom is not None
+    tf_keras.utils.set_random_seed(training_spec().seed)
+    initial = model_lib.build_bases(training_spec())['image']  # as _fine_tuned built it
+    fine_tuned = [layer for layer in on_images.bases['image'].layers[100:] if layer.trainable_weights]
+    assert fine_tuned and all(  # phase 2 moved every top layer well beyond the tolerance below
+        np.abs(layer.get_weights()[0] - initial.get_layer(layer.name).get_weights()[0]).max() > 1e-4
+        for layer in fine_tuned)
+    for mine, theirs in zip(above.model.weights, on_images.model.weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5, err_msg=mine.name)
+    for key in ('loss', 'val_loss', 'accuracy', 'val_accuracy'):
+        np.testing.assert_allclose(above_state.history[key], images_state.history[key], rtol=1e-4, err_msg=key)
+
+
+def test_no_frozen_bottom_when_its_outputs_exceed_the_memory_limit(caplog):
+    from components.trainer.frozen_bottom import FrozenBottom
+    spec = training_spec(input_cache_max_gb=1e-6)
+    with caplog.at_level('INFO'):
+        assert FrozenBottom.plan(spec, model_lib.build_bases(spec), images=1000) is None
+    assert 'Phase 2 runs on the images' in caplog.text and 'input_cache_max_gb' in caplog.text
+    assert FrozenBottom.plan(training_spec(), model_lib.build_bases(spec), images=1000) is not None

@@ -77,10 +77,7 @@ class TrainerData:
 
     def _build(self, split: str, shuffle: bool, cache: bool) -> tf.data.Dataset:
         if cache:
-            examples = self._cached(split)
-            if shuffle:
-                examples = examples.shuffle(_SHUFFLE_BUFFER, seed=self._spec.seed, reshuffle_each_iteration=True)
-            dataset = devices.replica_batches(examples, self._spec.batch_size, self._counts[split], training=shuffle)
+            dataset = batched(self._cached(split), self._spec, self._counts[split], shuffle)
         else:
             dataset = self._transformed(split, shuffle)
             if tf.distribute.get_strategy().num_replicas_in_sync > 1:
@@ -117,6 +114,15 @@ class TrainerData:
         return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def batched(examples: tf.data.Dataset, spec: TrainingSpec, count: int, shuffle: bool) -> tf.data.Dataset:
+    """`count` examples, one at a time, in training batches (shuffled anew every epoch) or
+    evaluation ones: one order for cached images and for anything computed from them in
+    their stored order (frozen_bottom.py), so both train on the same batches."""
+    if shuffle:
+        examples = examples.shuffle(_SHUFFLE_BUFFER, seed=spec.seed, reshuffle_each_iteration=True)
+    return devices.replica_batches(examples, spec.batch_size, count, training=shuffle)
+
+
 def split_files(fn_args: FnArgs, split: str) -> List[str]:
     """File patterns of a split: train and eval as TFX gives them, test next to them."""
     examples_uri = class_names_lib.examples_uri_of_split_files(fn_args.train_files[0])
@@ -150,12 +156,18 @@ def feature_arrays(extractor: tf_keras.Model, data: TrainerData, split: str,
     """(features, labels) of a split in its stored order; augmented: through the extractor's
     augmentation layer (training mode for it alone: the backbones are built to stay in
     inference mode). The images are read through the split's cache (decoded once per run)."""
+    return output_arrays(extractor, data, split, augmented)
+
+
+def output_arrays(extractor: tf_keras.Model, data: TrainerData, split: str, augmented: bool = False):
+    """(outputs, labels): feature_arrays for an extractor of any outputs (a list of them gives
+    a list of arrays)."""
     extract = _feature_function(extractor, augmented)
-    features, labels = [], []
+    outputs, labels = [], []
     for inputs, label in data.dataset(split):
-        features.append(extract(inputs).numpy())
+        outputs.append(tf.nest.map_structure(lambda tensor: tensor.numpy(), extract(inputs)))
         labels.append(label.numpy())
-    return np.concatenate(features), np.concatenate(labels)
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs), np.concatenate(labels)
 
 
 def _feature_function(extractor: tf_keras.Model, augmented: bool):
@@ -170,8 +182,10 @@ def _feature_function(extractor: tf_keras.Model, augmented: bool):
                       for name, tensor in zip(extractor.input_names, extractor.inputs)}]
         # A weak reference: a function holding the extractor would keep it, its key, alive for good.
         model = weakref.ref(extractor)
-        functions[augmented] = tf.function(lambda inputs: tf.cast(model()(inputs, training=augmented), tf.float32),
-                                           input_signature=signature)
+        functions[augmented] = tf.function(
+            lambda inputs: tf.nest.map_structure(lambda output: tf.cast(output, tf.float32),
+                                                 model()(inputs, training=augmented)),
+            input_signature=signature)
     return functions[augmented]
 
 

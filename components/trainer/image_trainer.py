@@ -25,6 +25,7 @@ from components.trainer import devices as devices_lib
 from components.trainer import model as model_lib
 from components.trainer import hyperparameters, misclassified, reports, serving, training
 from components.trainer import recipe as recipe_lib
+from components.trainer.frozen_bottom import FrozenBottom
 from components.trainer.spec import AugmentationSpec, TrainingSpec
 
 logger = logging.getLogger(__name__)
@@ -37,49 +38,68 @@ class _PhaseEvaluation:
     matrix, instead of a second pass over the split after training. Phase 1's model is the
     head on the frozen backbones' features: given those of the eval and test splits
     (`features`, computed with the training features), it is evaluated on them, without
-    running the backbones over the images again.
+    running the backbones over the images again. Phase 2's model, when it was trained above the
+    backbones' frozen bottoms (frozen_bottom.py), is evaluated there too, on their outputs.
     """
 
     def __init__(self, classifier: model_lib.Classifier, data: data_lib.TrainerData, counts: Dict[str, np.ndarray],
-                 spec: TrainingSpec, features: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None):
+                 spec: TrainingSpec, features: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None,
+                 frozen_bottom: Optional[FrozenBottom] = None):
         self._classifier = classifier
         self._data = data
         self._counts = counts
         self._spec = spec
         self._features = features or {}
+        self._frozen_bottom = frozen_bottom
         self._test_labels = None
         self._test_probabilities = None
 
     def __call__(self, phase: str) -> Dict[str, float]:
-        on_features = phase == training.HEAD and all(
-            split in self._features for split in ('eval', 'test') if self._counts[split].sum())
-        model = model_lib.build_head_model(self._classifier) if on_features else self._classifier.model
-        if on_features:
+        source = self._source(phase)
+        if source == 'features':
+            model = model_lib.build_head_model(self._classifier)
+        elif source == 'frozen bottoms':
+            model = self._frozen_bottom.model(self._classifier)
+        else:
+            model = self._classifier.model
+        if source != 'images':
             model_lib.compile_for_evaluation(self._classifier, model)
         metrics = {}
         if self._counts['eval'].sum():
-            loss, accuracy = model.evaluate(self._inputs('eval', on_features), verbose=0)
+            loss, accuracy = model.evaluate(self._inputs('eval', source), verbose=0)
             metrics['eval_accuracy'], metrics['eval_loss'] = float(accuracy), float(loss)
         if self._counts['test'].sum():
-            labels = self._test_labels_read(on_features)
-            logits = model.predict(self._inputs('test', on_features).map(lambda inputs, _: inputs), verbose=0)
+            labels = self._test_labels_read(source)
+            logits = model.predict(self._inputs('test', source).map(lambda inputs, _: inputs), verbose=0)
             self._test_probabilities = model_lib.probabilities(logits, self._classifier.num_classes).numpy()
             metrics['test_accuracy'] = float(np.mean(self._test_probabilities.argmax(axis=1) == labels))
             metrics['test_loss'] = model_lib.mean_loss(
                 self._classifier.binary, labels.astype(np.float32) if self._classifier.binary else labels, logits)
         logger.info('After %s: %s%s', phase, ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()),
-                    ' (the head on the backbone features)' if on_features else '')
+                    {'features': ' (the head on the backbone features)',
+                     'frozen bottoms': ' (above the frozen bottoms\' outputs)'}.get(source, ''))
         return metrics
 
-    def _inputs(self, split: str, on_features: bool) -> tf.data.Dataset:
-        if on_features:
+    def _source(self, phase: str) -> str:
+        """What the phase's model is evaluated on: 'features', 'frozen bottoms' or 'images'."""
+        needed = [split for split in ('eval', 'test') if self._counts[split].sum()]
+        if phase == training.HEAD and all(split in self._features for split in needed):
+            return 'features'
+        if phase == training.FINE_TUNE and self._frozen_bottom and all(map(self._frozen_bottom.has, needed)):
+            return 'frozen bottoms'
+        return 'images'
+
+    def _inputs(self, split: str, source: str) -> tf.data.Dataset:
+        if source == 'features':
             return data_lib.features_dataset(*self._features[split], self._spec, shuffle=False)
+        if source == 'frozen bottoms':
+            return self._frozen_bottom.dataset(split)
         return self._data.dataset(split)
 
-    def _test_labels_read(self, on_features: bool = False) -> np.ndarray:
+    def _test_labels_read(self, source: str = 'images') -> np.ndarray:
         """The test split's labels in its stored order (the features' order too)."""
         if self._test_labels is None:
-            labels = (self._features['test'][1] if on_features else
+            labels = (self._features['test'][1] if source == 'features' else
                       np.concatenate([label.numpy() for _, label in self._data.dataset('test')]))
             self._test_labels = labels.astype(np.int64)
         return self._test_labels
@@ -210,12 +230,13 @@ def _train(fn_args: FnArgs, configured: TrainingSpec, names: List[str], counts: 
     evaluation_features = {}  # phase 1's model evaluated on them (_PhaseEvaluation)
     features_seconds = 0.0
     on_features = spec.head_on_features or spec.augmentation is None
+    frozen_bottom = None
     if spec.cache_features and spec.head_epochs != 0:
         started = time.time()
         if on_features:  # phase 1 trains the head alone on features of un-augmented images
-            train_arrays = data_lib.feature_arrays(extractor, data, 'train')
-            evaluation_features = {split: data_lib.feature_arrays(extractor, data, split)
-                                   for split in ('eval', 'test') if counts[split].sum()}
+            if spec.fine_tune_epochs and (spec.augmentation is None or spec.is_unset('augmentation')):
+                frozen_bottom = FrozenBottom.plan(spec, bases, int(sum(c.sum() for c in counts.values())))
+            train_arrays, evaluation_features = _features_of_splits(extractor, frozen_bottom, data, counts)
             head_features = (data_lib.features_dataset(*train_arrays, spec, shuffle=True),
                              data_lib.features_dataset(*evaluation_features['eval'], spec, shuffle=False)
                              if has_validation else None)
@@ -236,15 +257,39 @@ def _train(fn_args: FnArgs, configured: TrainingSpec, names: List[str], counts: 
     logger.info('Recipe %s%s', spec.recipe, ': ' + ', '.join(f'{k} {v}' for k, v in choices.items()) if choices else '')
 
     classifier = model_lib.build_classifier(spec, len(names), bases=bases, feature_stats=feature_stats)
-    evaluate_phase = _PhaseEvaluation(classifier, data, counts, spec, evaluation_features)
+    if spec.augmentation is not None:  # augmented images differ every epoch: phase 2 needs them
+        frozen_bottom = None
+    fine_tune_on = None
+    if frozen_bottom:
+        fine_tune_on = (frozen_bottom.model(classifier), frozen_bottom.dataset('train', shuffle=True),
+                        frozen_bottom.dataset('eval') if has_validation else None)
+    evaluate_phase = _PhaseEvaluation(classifier, data, counts, spec, evaluation_features, frozen_bottom)
     state = training.train_two_phases(
         classifier, spec, train, validation, checkpoint, weights=weights,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
         evaluate_phase=evaluate_phase, head_features=head_features, validation_features=validation_features,
         features_seconds=features_seconds, train_images=int(counts['train'].sum()), recipe_choices=choices,
-        trained_head=_chosen_head(head_candidates, choices))
+        trained_head=_chosen_head(head_candidates, choices), fine_tune_on=fine_tune_on)
     return _Trained(spec, classifier, state, evaluate_phase, choices, head_candidates, augmentation_trials,
                     feature_stats)
+
+
+def _features_of_splits(extractor: tf_keras.Model, frozen_bottom: Optional[FrozenBottom],
+                        data: data_lib.TrainerData, counts: Dict[str, np.ndarray]):
+    """(the training split's (features, labels), {eval, test: (features, labels)}) from one
+    backbone pass over each split, which also fills frozen_bottom (if any) with the bottoms'
+    outputs."""
+    arrays = {}
+    for split in data_lib.SPLITS:
+        if split != 'train' and not counts[split].sum():
+            continue
+        if frozen_bottom is None:
+            arrays[split] = data_lib.feature_arrays(extractor, data, split)
+            continue
+        (features, *bottom_outputs), labels = data_lib.output_arrays(frozen_bottom.extractor(), data, split)
+        frozen_bottom.add(split, bottom_outputs, labels)
+        arrays[split] = features, labels
+    return arrays.pop('train'), arrays
 
 
 def _auto_choices(spec: TrainingSpec, data: data_lib.TrainerData, bases, names: List[str], feature_stats,

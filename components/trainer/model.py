@@ -84,6 +84,12 @@ def build_feature_extractor(spec: TrainingSpec, bases: Dict[str, tf_keras.Model]
         a = spec.augmentation
         views = SharedAugmentation(a.flip, a.rotation, a.zoom, a.contrast, seed=spec.seed,
                                    name='augmentation')(views)
+    return tf_keras.Model(inputs, pooled_features(spec, bases, views), name='features')
+
+
+def pooled_features(spec: TrainingSpec, bases: Dict[str, tf_keras.Model], views: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Each backbone (or what stands for it: frozen_bottom's top part) on its view, pooled where
+    it outputs a feature map, concatenated: the vector the head sees."""
     features = []
     for backbone in spec.backbones:
         base = bases[backbone.key]
@@ -95,8 +101,7 @@ def build_feature_extractor(spec: TrainingSpec, bases: Dict[str, tf_keras.Model]
             suffix = f'_{backbone.key}' if len(spec.backbones) > 1 else ''
             x = _POOLING[pooling](name=f'{pooling}{suffix}')(x)
         features.append(x)
-    output = tf_keras.layers.Concatenate(name='concatenate')(features) if len(features) > 1 else features[0]
-    return tf_keras.Model(inputs, output, name='features')
+    return tf_keras.layers.Concatenate(name='concatenate')(features) if len(features) > 1 else features[0]
 
 
 def feature_statistics(extractor: tf_keras.Model, inputs: Dict[str, tf.Tensor]) -> Tuple[np.ndarray, np.ndarray]:
@@ -269,11 +274,13 @@ def fine_tune_learning_rate(spec: TrainingSpec, steps_per_epoch: int):
                                                      warmup_steps=warmup)
 
 
-def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec, steps_per_epoch: int = 1) -> None:
-    """Phase 2 (the tutorial: RMSprop at a tenth of phase 1's learning rate, constant)."""
+def compile_for_fine_tuning(classifier: Classifier, spec: TrainingSpec, steps_per_epoch: int = 1,
+                            model: Optional[tf_keras.Model] = None) -> None:
+    """Phase 2 (the tutorial: RMSprop at a tenth of phase 1's learning rate, constant); `model`
+    may be the classifier above the backbones' frozen bottoms (frozen_bottom.py)."""
     unfreeze_for_fine_tuning(classifier)
     loss, metric = _loss_and_metric(classifier)
-    classifier.model.compile(
+    (model or classifier.model).compile(
         optimizer=_OPTIMIZERS[spec.fine_tune_optimizer](fine_tune_learning_rate(spec, steps_per_epoch)),
         loss=loss, metrics=[metric], jit_compile=spec.jit_compile)
 

@@ -183,7 +183,8 @@ class RecipeSpec(StrictSpec):
     input_cache_max_gb: float = Field(4.0, gt=0)
     # In phase 1 the frozen backbone gives an image the same features every epoch: compute
     # them once. Validation images are never augmented, so their features always are; without
-    # augmentation the training images' are too and the head trains on them alone.
+    # augmentation the training images' are too and the head trains on them alone; and with
+    # none in phase 2, phase 2 runs above the backbones' frozen bottoms (frozen_bottom.py).
     cache_features: bool = True
 
     _augmentation_switch = field_validator('augmentation', mode='before')(_augmentation_from_switch)

@@ -242,7 +242,9 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
                      features_seconds: float = 0.0,
                      train_images: Optional[int] = None,
                      recipe_choices: Optional[Dict[str, object]] = None,
-                     trained_head: Optional[Tuple[List[np.ndarray], Dict[str, List[float]]]] = None) -> TrainingState:
+                     trained_head: Optional[Tuple[List[np.ndarray], Dict[str, List[float]]]] = None,
+                     fine_tune_on: Optional[Tuple[tf_keras.Model, tf.data.Dataset, Optional[tf.data.Dataset]]] = None,
+                     ) -> TrainingState:
     """Runs (or resumes) phase 1 and phase 2; evaluate_phase(phase) is called after each.
 
     head_features: (train, validation or None) datasets of the frozen backbones' features of
@@ -254,6 +256,9 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
     recipe_choices: what the recipe chose, kept in the checkpoint for a resumed run.
     trained_head: (weights of the head layers, history) of a head already trained on the
     cached features (recipe.choose_head's best candidate): phase 1 takes it instead of training.
+    fine_tune_on: (model, train, validation) for phase 2 instead of the classifier on the
+    images: the classifier above its backbones' frozen bottoms and their outputs computed once
+    (frozen_bottom.py); the model shares the classifier's layers, so training it trains them.
     """
     state = checkpoint.load()
     completed_before = list(state.completed_phases) if state else []
@@ -345,9 +350,11 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
         trained_now = True
     if spec.fine_tune_epochs and FINE_TUNE not in state.completed_phases:
         steps_per_epoch = math.ceil(train_images / spec.batch_size) if train_images else _count_batches(train)
-        model_lib.compile_for_fine_tuning(classifier, spec, steps_per_epoch)
+        fine_tune_model, fine_tune_train, fine_tune_validation = fine_tune_on or (model, train, validation)
+        model_lib.compile_for_fine_tuning(classifier, spec, steps_per_epoch, model=fine_tune_model)
         if state.phase == FINE_TUNE:
-            checkpoint.restore(model, state, optimizer=model.optimizer, variables=model.trainable_variables)
+            checkpoint.restore(model, state, optimizer=fine_tune_model.optimizer,
+                               variables=fine_tune_model.trainable_variables)
             epochs_left = state.fine_tune_start_epoch + spec.fine_tune_epochs - state.epochs_done
         else:
             if HEAD in completed_before:  # phase 1 ended in the interrupted run
@@ -355,11 +362,12 @@ def train_two_phases(classifier: model_lib.Classifier, spec: TrainingSpec, train
             state.fine_tune_start_epoch = state.epochs_done
             epochs_left = spec.fine_tune_epochs
         trainable, frozen = model_lib.trainable_counts(model)
-        logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)',
+        logger.info('Phase 2: fine-tuning (%s) for %d epochs (%d trainable, %d frozen parameters)%s',
                     ', '.join(f'{b.name} from layer {b.effective_fine_tune_at}' for b in spec.backbones),
-                    epochs_left, trainable, frozen)
+                    epochs_left, trainable, frozen,
+                    ' above the frozen bottoms\' outputs computed once' if fine_tune_on else '')
         head_metrics = state.phase_metrics.get(HEAD, {})
-        keep_best = fit(FINE_TUNE, epochs_left, model, train, validation,
+        keep_best = fit(FINE_TUNE, epochs_left, fine_tune_model, fine_tune_train, fine_tune_validation,
                         start={'val_loss': head_metrics.get('eval_loss'), 'val_accuracy': head_metrics.get('eval_accuracy')})
         state.kept_head_only_model = bool(keep_best and keep_best.kept_start_weights)
         if state.kept_head_only_model:
